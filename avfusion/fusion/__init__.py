@@ -1,0 +1,1 @@
+"""Fusion layer: projection, aggregation, occupancy and label consistency (kernels in kernels.py)."""

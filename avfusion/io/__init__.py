@@ -1,0 +1,1 @@
+"""Readers and writers: every on-disk format becomes the same ``Log``."""

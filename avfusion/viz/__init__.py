@@ -1,0 +1,1 @@
+"""Visualisation: overlays, BEV, occupancy renders, the HTML QA report and rerun export."""
