@@ -51,7 +51,9 @@ POINT_MODALITIES = frozenset({"lidar", "radar"})
 
 def _check_int_ns(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise AVFusionError(f"{what}: time must be integer nanoseconds, got {type(value).__name__} {value!r}")
+        raise AVFusionError(
+            f"{what}: time must be integer nanoseconds, got {type(value).__name__} {value!r}"
+        )
     return int(value)
 
 
@@ -85,10 +87,16 @@ class Sensor:
         if not isinstance(self.ego_from_sensor, Transform):
             raise CalibrationError(f"Sensor '{self.name}': ego_from_sensor must be a Transform")
         if self.modality in IMAGE_MODALITIES and self.camera is None:
-            raise CalibrationError(f"Sensor '{self.name}': a {self.modality} sensor needs a CameraModel")
+            raise CalibrationError(
+                f"Sensor '{self.name}': a {self.modality} sensor needs a CameraModel"
+            )
         if self.modality in POINT_MODALITIES and self.camera is not None:
-            raise CalibrationError(f"Sensor '{self.name}': a {self.modality} sensor has no CameraModel")
-        object.__setattr__(self, "time_offset_ns", _check_int_ns(self.time_offset_ns, f"Sensor '{self.name}'"))
+            raise CalibrationError(
+                f"Sensor '{self.name}': a {self.modality} sensor has no CameraModel"
+            )
+        object.__setattr__(
+            self, "time_offset_ns", _check_int_ns(self.time_offset_ns, f"Sensor '{self.name}'")
+        )
 
     @property
     def is_image(self) -> bool:
@@ -123,7 +131,9 @@ class PointCloud:
         where = f"PointCloud of '{self.sensor.name}' at t={self.t_ns}"
         xyz = self.xyz
         if not isinstance(xyz, np.ndarray) or xyz.ndim != 2 or xyz.shape[1] != 3:
-            raise AVFusionError(f"{where}: xyz must be an (N, 3) array, got {getattr(xyz, 'shape', type(xyz))}")
+            raise AVFusionError(
+                f"{where}: xyz must be an (N, 3) array, got {getattr(xyz, 'shape', type(xyz))}"
+            )
         if xyz.dtype not in (np.float32, np.float64):
             raise AVFusionError(f"{where}: xyz must be float32 or float64, got {xyz.dtype}")
         for name, values in self.attrs.items():
@@ -246,8 +256,14 @@ class Boxes3D:
         size = np.asarray(self.size, dtype=np.float64).reshape(-1, 3)
         rotation = np.asarray(self.rotation, dtype=np.float64).reshape(-1, 4)
         if size.shape[0] != n or rotation.shape[0] != n:
-            raise AVFusionError(f"{where}: {n} centres but {size.shape[0]} sizes and {rotation.shape[0]} rotations")
-        if not (np.all(np.isfinite(center)) and np.all(np.isfinite(size)) and np.all(np.isfinite(rotation))):
+            raise AVFusionError(
+                f"{where}: {n} centres but {size.shape[0]} sizes and {rotation.shape[0]} rotations"
+            )
+        if not (
+            np.all(np.isfinite(center))
+            and np.all(np.isfinite(size))
+            and np.all(np.isfinite(rotation))
+        ):
             raise AVFusionError(f"{where}: centres, sizes and rotations must be finite")
         if np.any(size < 0):
             raise AVFusionError(f"{where}: box sizes must be >= 0")
@@ -255,13 +271,17 @@ class Boxes3D:
         if np.any(norms < 1e-9):
             raise AVFusionError(f"{where}: a rotation quaternion has zero norm")
         velocity = (
-            np.full((n, 3), np.nan) if self.velocity is None else np.asarray(self.velocity, dtype=np.float64).reshape(-1, 3)
+            np.full((n, 3), np.nan)
+            if self.velocity is None
+            else np.asarray(self.velocity, dtype=np.float64).reshape(-1, 3)
         )
         if velocity.shape[0] != n:
             raise AVFusionError(f"{where}: {n} boxes but {velocity.shape[0]} velocities")
         for name, values in self.attrs.items():
             if np.asarray(values).shape[:1] != (n,):
-                raise AVFusionError(f"{where}: attribute '{name}' has {np.asarray(values).shape[:1]} values, expected {n}")
+                raise AVFusionError(
+                    f"{where}: attribute '{name}' has {np.asarray(values).shape[:1]} values, expected {n}"
+                )
         object.__setattr__(self, "center", center)
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "rotation", rotation / norms)
@@ -273,7 +293,14 @@ class Boxes3D:
 
     @classmethod
     def empty(cls, frame: str) -> Boxes3D:
-        return cls(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 4)), np.zeros(0, np.str_), np.zeros(0, np.str_), frame)
+        return cls(
+            np.zeros((0, 3)),
+            np.zeros((0, 3)),
+            np.zeros((0, 4)),
+            np.zeros(0, np.str_),
+            np.zeros(0, np.str_),
+            frame,
+        )
 
     def __len__(self) -> int:
         return int(self.center.shape[0])
@@ -296,7 +323,16 @@ class Boxes3D:
         Order: the four at +x (front) then the four at -x, each group (+y +z, -y +z, -y -z, +y -z).
         """
         signs = np.array(
-            [[1, 1, 1], [1, -1, 1], [1, -1, -1], [1, 1, -1], [-1, 1, 1], [-1, -1, 1], [-1, -1, -1], [-1, 1, -1]],
+            [
+                [1, 1, 1],
+                [1, -1, 1],
+                [1, -1, -1],
+                [1, 1, -1],
+                [-1, 1, 1],
+                [-1, -1, 1],
+                [-1, -1, -1],
+                [-1, 1, -1],
+            ],
             dtype=np.float64,
         )
         local = signs[None, :, :] * (self.size[:, None, :] / 2.0)
@@ -304,11 +340,21 @@ class Boxes3D:
 
     def transformed(self, new_from_frame: Transform, new_frame: str) -> Boxes3D:
         """The same boxes expressed in another frame (centres, rotations and velocities)."""
-        center = new_from_frame.apply(self.center) if len(self) else self.center.copy()
+        center = np.asarray(new_from_frame.apply(self.center), dtype=np.float64)
         rot = np.einsum("ij,njk->nik", new_from_frame.rotation, self.rotation_matrices())
         q = quaternion_from_matrix(rot) if len(self) else np.zeros((0, 4))
         vel = self.velocity @ new_from_frame.rotation.T if self.velocity is not None else None
-        return Boxes3D(center, self.size.copy(), q, self.label.copy(), self.track_id.copy(), new_frame, vel, self.token, self.attrs)
+        return Boxes3D(
+            center,
+            self.size.copy(),
+            q,
+            self.label.copy(),
+            self.track_id.copy(),
+            new_frame,
+            vel,
+            self.token,
+            self.attrs,
+        )
 
     def select(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.integer[Any]]) -> Boxes3D:
         return Boxes3D(
@@ -379,10 +425,14 @@ class Frame:
     index: int = -1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "t_ns", _check_int_ns(self.t_ns, f"Frame {self.token or self.index}"))
+        object.__setattr__(
+            self, "t_ns", _check_int_ns(self.t_ns, f"Frame {self.token or self.index}")
+        )
         for name in list(self.points) + list(self.images):
             if name not in self.sensors:
-                raise AVFusionError(f"Frame {self.token or self.index}: observation of unknown sensor '{name}'")
+                raise AVFusionError(
+                    f"Frame {self.token or self.index}: observation of unknown sensor '{name}'"
+                )
 
 
 class Log(ABC):
@@ -424,8 +474,12 @@ class Log(ABC):
     def _check_index(self, index: int) -> int:
         n = len(self)
         if not isinstance(index, int | np.integer):
-            raise AVFusionError(f"{type(self).__name__}: frame index must be an integer, got {type(index).__name__}")
+            raise AVFusionError(
+                f"{type(self).__name__}: frame index must be an integer, got {type(index).__name__}"
+            )
         i = int(index) + n if index < 0 else int(index)
         if not 0 <= i < n:
-            raise IndexError(f"{type(self).__name__}: frame {index} out of range for a log of {n} frames")
+            raise IndexError(
+                f"{type(self).__name__}: frame {index} out of range for a log of {n} frames"
+            )
         return i

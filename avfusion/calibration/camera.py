@@ -54,18 +54,31 @@ class CameraModel:
         if not np.all(np.isfinite(k)):
             raise CalibrationError(f"CameraModel: K has non-finite entries: {k.tolist()}")
         if k[0, 0] <= 0 or k[1, 1] <= 0:
-            raise CalibrationError(f"CameraModel: focal lengths must be positive, got fx={k[0, 0]}, fy={k[1, 1]}")
+            raise CalibrationError(
+                f"CameraModel: focal lengths must be positive, got fx={k[0, 0]}, fy={k[1, 1]}"
+            )
         if not np.allclose(k[2], [0.0, 0.0, 1.0]) or k[1, 0] != 0.0:
-            raise CalibrationError(f"CameraModel: K must be upper triangular with K[2] = (0, 0, 1), got {k.tolist()}")
-        if int(self.width) != self.width or int(self.height) != self.height or self.width <= 0 or self.height <= 0:
-            raise CalibrationError(f"CameraModel: image size must be positive integers, got {self.width}x{self.height}")
+            raise CalibrationError(
+                f"CameraModel: K must be upper triangular with K[2] = (0, 0, 1), got {k.tolist()}"
+            )
+        if (
+            int(self.width) != self.width
+            or int(self.height) != self.height
+            or self.width <= 0
+            or self.height <= 0
+        ):
+            raise CalibrationError(
+                f"CameraModel: image size must be positive integers, got {self.width}x{self.height}"
+            )
         if self.distortion not in _N_COEFFS:
             raise CalibrationError(
                 f"CameraModel: unknown distortion model '{self.distortion}' (expected one of {sorted(_N_COEFFS)})"
             )
         c = np.array(self.coeffs, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(c)):
-            raise CalibrationError(f"CameraModel: distortion coefficients are not finite: {c.tolist()}")
+            raise CalibrationError(
+                f"CameraModel: distortion coefficients are not finite: {c.tolist()}"
+            )
         if self.distortion == "radtan":
             if c.size not in (4, 5, 8):
                 raise CalibrationError(
@@ -84,18 +97,36 @@ class CameraModel:
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
-    def pinhole(cls, fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> CameraModel:
+    def pinhole(
+        cls, fx: float, fy: float, cx: float, cy: float, width: int, height: int
+    ) -> CameraModel:
         return cls(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), width, height)
 
     @classmethod
-    def radtan(cls, K: npt.ArrayLike, dist_coeffs: npt.ArrayLike, width: int, height: int) -> CameraModel:
+    def radtan(
+        cls, K: npt.ArrayLike, dist_coeffs: npt.ArrayLike, width: int, height: int
+    ) -> CameraModel:
         """OpenCV model; ``dist_coeffs`` in OpenCV order (k1, k2, p1, p2[, k3[, k4, k5, k6]])."""
-        return cls(np.asarray(K, dtype=np.float64), width, height, "radtan", np.asarray(dist_coeffs, dtype=np.float64))
+        return cls(
+            np.asarray(K, dtype=np.float64),
+            width,
+            height,
+            "radtan",
+            np.asarray(dist_coeffs, dtype=np.float64),
+        )
 
     @classmethod
-    def fisheye(cls, K: npt.ArrayLike, k1_k4: npt.ArrayLike, width: int, height: int) -> CameraModel:
+    def fisheye(
+        cls, K: npt.ArrayLike, k1_k4: npt.ArrayLike, width: int, height: int
+    ) -> CameraModel:
         """OpenCV equidistant fisheye model (``cv2.fisheye``)."""
-        return cls(np.asarray(K, dtype=np.float64), width, height, "fisheye", np.asarray(k1_k4, dtype=np.float64))
+        return cls(
+            np.asarray(K, dtype=np.float64),
+            width,
+            height,
+            "fisheye",
+            np.asarray(k1_k4, dtype=np.float64),
+        )
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -137,7 +168,13 @@ class CameraModel:
         k[0, 2] += 0.5 * scale_x - 0.5
         k[1, 2] += 0.5 * sy - 0.5
         k[2] = (0.0, 0.0, 1.0)
-        return CameraModel(k, round(self.width * scale_x), round(self.height * sy), self.distortion, self.coeffs.copy())
+        return CameraModel(
+            k,
+            round(self.width * scale_x),
+            round(self.height * sy),
+            self.distortion,
+            self.coeffs.copy(),
+        )
 
     # -- distortion in normalised coordinates --------------------------------------------------
     def _radtan_parts(self, x: F64, y: F64) -> tuple[F64, F64, F64, F64]:
@@ -172,7 +209,13 @@ class CameraModel:
             r = np.linspace(0.0, np.pi / 2, 40001)
             rd = self._fisheye_theta_d(r)
         bad = np.flatnonzero((np.diff(rd) <= 0) | ~np.isfinite(rd[1:]))
-        return float(r[bad[0]]) if bad.size else float(r[-1]) if self.distortion == "fisheye" else np.inf
+        return (
+            float(r[bad[0]])
+            if bad.size
+            else float(r[-1])
+            if self.distortion == "fisheye"
+            else np.inf
+        )
 
     def distort_normalised(self, x: F64, y: F64) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
         """Apply the lens model to ideal normalised coordinates (x/z, y/z).
@@ -209,7 +252,9 @@ class CameraModel:
                 df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
                 theta = theta - f / df
             with np.errstate(invalid="ignore", divide="ignore"):
-                scale = np.where(theta_d > 1e-12, np.tan(theta) / np.where(theta_d > 1e-12, theta_d, 1.0), 1.0)
+                scale = np.where(
+                    theta_d > 1e-12, np.tan(theta) / np.where(theta_d > 1e-12, theta_d, 1.0), 1.0
+                )
             return xd * scale, yd * scale
         k1, k2, p1, p2, k3, k4, k5, k6 = self.coeffs
         x = xd.copy()
@@ -234,7 +279,9 @@ class CameraModel:
         return x, y
 
     # -- projection ----------------------------------------------------------------------------
-    def project(self, points_cam: npt.ArrayLike, min_depth_m: float = 1e-6) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
+    def project(
+        self, points_cam: npt.ArrayLike, min_depth_m: float = 1e-6
+    ) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
         """Project camera-frame points (N, 3) to pixels.
 
         Returns ``(uv_px (N, 2), depth_m (N,), in_image (N,))`` aligned with the input. Points at
@@ -243,9 +290,13 @@ class CameraModel:
         """
         p = np.asarray(points_cam)
         if p.ndim != 2 or p.shape[1] != 3:
-            raise CalibrationError(f"CameraModel.project: points must have shape (N, 3), got {p.shape}")
+            raise CalibrationError(
+                f"CameraModel.project: points must have shape (N, 3), got {p.shape}"
+            )
         if p.dtype not in (np.float32, np.float64):
-            raise CalibrationError(f"CameraModel.project: points must be float32 or float64, got {p.dtype}")
+            raise CalibrationError(
+                f"CameraModel.project: points must be float32 or float64, got {p.dtype}"
+            )
         p = p.astype(np.float64, copy=False)
         depth = p[:, 2].copy()
         in_front = np.isfinite(p).all(axis=1) & (depth > min_depth_m)
@@ -271,7 +322,9 @@ class CameraModel:
         """Ideal (undistorted) normalised coordinates (x/z, y/z) for pixels (N, 2)."""
         uv = np.asarray(uv_px, dtype=np.float64)
         if uv.ndim != 2 or uv.shape[1] != 2:
-            raise CalibrationError(f"CameraModel: pixel coordinates must have shape (N, 2), got {uv.shape}")
+            raise CalibrationError(
+                f"CameraModel: pixel coordinates must have shape (N, 2), got {uv.shape}"
+            )
         yd = (uv[:, 1] - self.K[1, 2]) / self.K[1, 1]
         xd = (uv[:, 0] - self.K[0, 2] - self.K[0, 1] * yd) / self.K[0, 0]
         return self.undistort_normalised(xd, yd)
@@ -318,7 +371,10 @@ class CameraModel:
         return u.reshape(h, w).astype(np.float32), v.reshape(h, w).astype(np.float32)
 
     def undistort_image(
-        self, image: npt.NDArray[Any], new_K: npt.ArrayLike | None = None, size: tuple[int, int] | None = None
+        self,
+        image: npt.NDArray[Any],
+        new_K: npt.ArrayLike | None = None,
+        size: tuple[int, int] | None = None,
     ) -> npt.NDArray[Any]:
         """The image as an ideal pinhole camera with ``new_K`` would see it (bilinear resampling)."""
         import cv2
@@ -329,7 +385,9 @@ class CameraModel:
                 f"CameraModel.undistort_image: image is {img.shape[1]}x{img.shape[0]}, camera is {self.width}x{self.height}"
             )
         map_u, map_v = self.undistortion_maps(new_K, size)
-        return cv2.remap(img, map_u, map_v, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return cv2.remap(
+            img, map_u, map_v, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
 
     def __repr__(self) -> str:
         return (

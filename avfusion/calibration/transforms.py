@@ -37,7 +37,12 @@ __all__ = [
 #: float32 (about 1e-7 error), tight enough to reject a scaled or sheared matrix.
 ORTHONORMAL_TOL = 1e-5
 
-FloatArray = npt.NDArray[np.floating[Any]]
+FloatArray = npt.ArrayLike
+F64 = npt.NDArray[np.float64]
+
+
+def _f64(values: npt.ArrayLike) -> F64:
+    return np.asarray(values, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,7 +53,9 @@ FloatArray = npt.NDArray[np.floating[Any]]
 def _normalise_quaternions(q: FloatArray, what: str) -> npt.NDArray[np.float64]:
     q = np.asarray(q, dtype=np.float64)
     if q.shape[-1] != 4:
-        raise CalibrationError(f"{what}: a quaternion has 4 components (w, x, y, z), got shape {q.shape}")
+        raise CalibrationError(
+            f"{what}: a quaternion has 4 components (w, x, y, z), got shape {q.shape}"
+        )
     if not np.all(np.isfinite(q)):
         raise CalibrationError(f"{what}: quaternion has non-finite components: {q.tolist()}")
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
@@ -92,13 +99,45 @@ def quaternion_from_matrix(rotation: FloatArray) -> npt.NDArray[np.float64]:
 
     with np.errstate(invalid="ignore", divide="ignore"):
         s = np.sqrt(np.maximum(1.0 + trace, 1e-300)) * 2
-        sel(pick == 0, [0.25 * s, (r[..., 2, 1] - r[..., 1, 2]) / s, (r[..., 0, 2] - r[..., 2, 0]) / s, (r[..., 1, 0] - r[..., 0, 1]) / s])
+        sel(
+            pick == 0,
+            [
+                0.25 * s,
+                (r[..., 2, 1] - r[..., 1, 2]) / s,
+                (r[..., 0, 2] - r[..., 2, 0]) / s,
+                (r[..., 1, 0] - r[..., 0, 1]) / s,
+            ],
+        )
         s = np.sqrt(np.maximum(1.0 + m00 - m11 - m22, 1e-300)) * 2
-        sel(pick == 1, [(r[..., 2, 1] - r[..., 1, 2]) / s, 0.25 * s, (r[..., 0, 1] + r[..., 1, 0]) / s, (r[..., 0, 2] + r[..., 2, 0]) / s])
+        sel(
+            pick == 1,
+            [
+                (r[..., 2, 1] - r[..., 1, 2]) / s,
+                0.25 * s,
+                (r[..., 0, 1] + r[..., 1, 0]) / s,
+                (r[..., 0, 2] + r[..., 2, 0]) / s,
+            ],
+        )
         s = np.sqrt(np.maximum(1.0 - m00 + m11 - m22, 1e-300)) * 2
-        sel(pick == 2, [(r[..., 0, 2] - r[..., 2, 0]) / s, (r[..., 0, 1] + r[..., 1, 0]) / s, 0.25 * s, (r[..., 1, 2] + r[..., 2, 1]) / s])
+        sel(
+            pick == 2,
+            [
+                (r[..., 0, 2] - r[..., 2, 0]) / s,
+                (r[..., 0, 1] + r[..., 1, 0]) / s,
+                0.25 * s,
+                (r[..., 1, 2] + r[..., 2, 1]) / s,
+            ],
+        )
         s = np.sqrt(np.maximum(1.0 - m00 - m11 + m22, 1e-300)) * 2
-        sel(pick == 3, [(r[..., 1, 0] - r[..., 0, 1]) / s, (r[..., 0, 2] + r[..., 2, 0]) / s, (r[..., 1, 2] + r[..., 2, 1]) / s, 0.25 * s])
+        sel(
+            pick == 3,
+            [
+                (r[..., 1, 0] - r[..., 0, 1]) / s,
+                (r[..., 0, 2] + r[..., 2, 0]) / s,
+                (r[..., 1, 2] + r[..., 2, 1]) / s,
+                0.25 * s,
+            ],
+        )
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     return np.where(q[..., :1] < 0, -q, q)
 
@@ -153,7 +192,9 @@ def _check_rotation(rotation: npt.NDArray[np.float64], what: str) -> None:
         )
     det = float(np.linalg.det(rotation))
     if det < 0:
-        raise CalibrationError(f"{what}: rotation has determinant {det:.6f}; a reflection is not a rotation")
+        raise CalibrationError(
+            f"{what}: rotation has determinant {det:.6f}; a reflection is not a rotation"
+        )
 
 
 def _readonly(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -182,9 +223,13 @@ class Transform:
         translation = np.array(self.translation, dtype=np.float64).reshape(-1)
         _check_rotation(rotation, "Transform")
         if translation.shape != (3,):
-            raise CalibrationError(f"Transform: translation must have 3 values, got shape {translation.shape}")
+            raise CalibrationError(
+                f"Transform: translation must have 3 values, got shape {translation.shape}"
+            )
         if not np.all(np.isfinite(translation)):
-            raise CalibrationError(f"Transform: translation has non-finite values: {translation.tolist()}")
+            raise CalibrationError(
+                f"Transform: translation has non-finite values: {translation.tolist()}"
+            )
         object.__setattr__(self, "rotation", _readonly(rotation))
         object.__setattr__(self, "translation", _readonly(translation))
 
@@ -198,7 +243,9 @@ class Transform:
         """From a 4x4 homogeneous matrix whose last row is (0, 0, 0, 1)."""
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (4, 4):
-            raise CalibrationError(f"Transform.from_matrix: expected a 4x4 matrix, got shape {m.shape}")
+            raise CalibrationError(
+                f"Transform.from_matrix: expected a 4x4 matrix, got shape {m.shape}"
+            )
         if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
             raise CalibrationError(
                 f"Transform.from_matrix: last row must be (0, 0, 0, 1), got {m[3].tolist()}"
@@ -214,7 +261,9 @@ class Transform:
         """
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape not in ((4, 4), (3, 4)):
-            raise CalibrationError(f"Transform.nearest_rigid: expected 4x4 or 3x4, got shape {m.shape}")
+            raise CalibrationError(
+                f"Transform.nearest_rigid: expected 4x4 or 3x4, got shape {m.shape}"
+            )
         if not np.all(np.isfinite(m)):
             raise CalibrationError("Transform.nearest_rigid: matrix has non-finite entries")
         u, s, vt = np.linalg.svd(m[:3, :3])
@@ -225,36 +274,53 @@ class Transform:
         return cls(u @ vt, m[:3, 3])
 
     @classmethod
-    def from_quaternion(cls, q_wxyz: FloatArray, translation: FloatArray = (0.0, 0.0, 0.0)) -> Transform:
+    def from_quaternion(
+        cls, q_wxyz: FloatArray, translation: FloatArray = (0.0, 0.0, 0.0)
+    ) -> Transform:
         """From a quaternion (w, x, y, z), normalised here, and a translation."""
-        return cls(matrix_from_quaternion(q_wxyz), translation)
+        return cls(matrix_from_quaternion(q_wxyz), _f64(translation))
 
     @classmethod
-    def from_pyquaternion(cls, q: Quaternion, translation: FloatArray = (0.0, 0.0, 0.0)) -> Transform:
+    def from_pyquaternion(
+        cls, q: Quaternion, translation: FloatArray = (0.0, 0.0, 0.0)
+    ) -> Transform:
         return cls.from_quaternion(np.asarray(q.elements, dtype=np.float64), translation)
 
     @classmethod
-    def from_rotvec(cls, rotvec: FloatArray, translation: FloatArray = (0.0, 0.0, 0.0)) -> Transform:
+    def from_rotvec(
+        cls, rotvec: FloatArray, translation: FloatArray = (0.0, 0.0, 0.0)
+    ) -> Transform:
         """From an axis-angle vector (radians) and a translation (Rodrigues' formula)."""
         v = np.asarray(rotvec, dtype=np.float64).reshape(3)
         if not np.all(np.isfinite(v)):
-            raise CalibrationError(f"Transform.from_rotvec: non-finite rotation vector {v.tolist()}")
+            raise CalibrationError(
+                f"Transform.from_rotvec: non-finite rotation vector {v.tolist()}"
+            )
         angle = float(np.linalg.norm(v))
         if angle < 1e-15:
-            return cls(np.eye(3), translation)
+            return cls(np.eye(3), _f64(translation))
         axis = v / angle
         half = angle / 2.0
         q = np.concatenate([[np.cos(half)], np.sin(half) * axis])
         return cls.from_quaternion(q, translation)
 
     @classmethod
-    def from_euler_zyx(cls, yaw: float, pitch: float, roll: float, translation: FloatArray = (0.0, 0.0, 0.0)) -> Transform:
+    def from_euler_zyx(
+        cls, yaw: float, pitch: float, roll: float, translation: FloatArray = (0.0, 0.0, 0.0)
+    ) -> Transform:
         """From intrinsic yaw (z), pitch (y), roll (x) in radians: R = Rz(yaw) Ry(pitch) Rx(roll)."""
-        cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+        cy, sy, cp, sp, cr, sr = (
+            np.cos(yaw),
+            np.sin(yaw),
+            np.cos(pitch),
+            np.sin(pitch),
+            np.cos(roll),
+            np.sin(roll),
+        )
         rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
         ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
         rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-        return cls(rz @ ry @ rx, translation)
+        return cls(rz @ ry @ rx, _f64(translation))
 
     # -- conversions -------------------------------------------------------------------------
     def as_matrix(self) -> npt.NDArray[np.float64]:
@@ -292,7 +358,9 @@ class Transform:
     def __matmul__(self, other: Transform) -> Transform:
         if not isinstance(other, Transform):
             return NotImplemented
-        return Transform(self.rotation @ other.rotation, self.rotation @ other.translation + self.translation)
+        return Transform(
+            self.rotation @ other.rotation, self.rotation @ other.translation + self.translation
+        )
 
     def inverse(self) -> Transform:
         """``b_from_a`` for ``self`` = ``a_from_b``."""
@@ -308,7 +376,9 @@ class Transform:
         """
         p = np.asarray(points)
         if p.dtype not in (np.float32, np.float64):
-            raise CalibrationError(f"Transform.apply: points must be float32 or float64, got {p.dtype}")
+            raise CalibrationError(
+                f"Transform.apply: points must be float32 or float64, got {p.dtype}"
+            )
         if p.shape == (3,):
             return (self.rotation @ p.astype(np.float64) + self.translation).astype(p.dtype)
         if p.ndim != 2 or p.shape[1] != 3:
@@ -321,16 +391,20 @@ class Transform:
         """Rotate direction vectors (N, 3) or (3,) without translating; dtype preserved."""
         v = np.asarray(vectors)
         if v.dtype not in (np.float32, np.float64):
-            raise CalibrationError(f"Transform.apply_rotation: vectors must be float32 or float64, got {v.dtype}")
+            raise CalibrationError(
+                f"Transform.apply_rotation: vectors must be float32 or float64, got {v.dtype}"
+            )
         if v.shape != (3,) and (v.ndim != 2 or v.shape[1] != 3):
-            raise CalibrationError(f"Transform.apply_rotation: vectors must have shape (N, 3), got {v.shape}")
+            raise CalibrationError(
+                f"Transform.apply_rotation: vectors must have shape (N, 3), got {v.shape}"
+            )
         return (v.astype(np.float64, copy=False) @ self.rotation.T).astype(v.dtype, copy=False)
 
     def interpolate(self, other: Transform, alpha: float) -> Transform:
         """Slerp of the rotation and lerp of the translation; alpha 0 → self, 1 → other."""
         if not np.isfinite(alpha):
             raise CalibrationError(f"Transform.interpolate: alpha must be finite, got {alpha}")
-        q = slerp_quaternions(self.quaternion, other.quaternion, alpha)
+        q = slerp_quaternions(self.quaternion, other.quaternion, np.float64(alpha))
         t = (1.0 - alpha) * self.translation + alpha * other.translation
         return Transform.from_quaternion(q, t)
 
@@ -376,7 +450,9 @@ class Trajectory:
         if t.ndim != 1 or t.size == 0:
             raise SyncError(f"{self.name}: needs at least one time stamp, got shape {t.shape}")
         if not np.issubdtype(t.dtype, np.integer):
-            raise SyncError(f"{self.name}: time stamps must be integer nanoseconds, got dtype {t.dtype}")
+            raise SyncError(
+                f"{self.name}: time stamps must be integer nanoseconds, got dtype {t.dtype}"
+            )
         t = t.astype(np.int64)
         if t.size > 1:
             steps = np.diff(t)
@@ -389,7 +465,9 @@ class Trajectory:
                 )
         q = _normalise_quaternions(self.quaternions, self.name)
         if q.shape != (t.size, 4):
-            raise SyncError(f"{self.name}: expected quaternions of shape ({t.size}, 4), got {q.shape}")
+            raise SyncError(
+                f"{self.name}: expected quaternions of shape ({t.size}, 4), got {q.shape}"
+            )
         # Make consecutive quaternions share a hemisphere so interpolation takes the short arc.
         q = q.copy()
         for i in range(1, len(q)):
@@ -397,7 +475,9 @@ class Trajectory:
                 q[i] = -q[i]
         tr = np.array(self.translations, dtype=np.float64)
         if tr.shape != (t.size, 3):
-            raise SyncError(f"{self.name}: expected translations of shape ({t.size}, 3), got {tr.shape}")
+            raise SyncError(
+                f"{self.name}: expected translations of shape ({t.size}, 3), got {tr.shape}"
+            )
         if not np.all(np.isfinite(tr)):
             raise SyncError(f"{self.name}: translations contain non-finite values")
         object.__setattr__(self, "t_ns", _readonly(t.copy()))
@@ -405,7 +485,9 @@ class Trajectory:
         object.__setattr__(self, "translations", _readonly(tr))
 
     @classmethod
-    def from_transforms(cls, t_ns: npt.ArrayLike, transforms: list[Transform], name: str = "trajectory") -> Trajectory:
+    def from_transforms(
+        cls, t_ns: npt.ArrayLike, transforms: list[Transform], name: str = "trajectory"
+    ) -> Trajectory:
         if len(transforms) == 0:
             raise SyncError(f"{name}: needs at least one transform")
         q = np.stack([tf.quaternion for tf in transforms])
@@ -426,7 +508,9 @@ class Trajectory:
     def __getitem__(self, i: int) -> Transform:
         return Transform.from_quaternion(self.quaternions[i], self.translations[i])
 
-    def _segment(self, t: npt.NDArray[np.int64], tolerance_ns: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    def _segment(
+        self, t: npt.NDArray[np.int64], tolerance_ns: int
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         if tolerance_ns < 0:
             raise SyncError(f"{self.name}: tolerance_ns must be >= 0, got {tolerance_ns}")
         lo = self.start_ns - int(tolerance_ns)
@@ -453,7 +537,9 @@ class Trajectory:
         """Rotations (N, 3, 3) and translations (N, 3) at each of ``t_ns`` (int64 array)."""
         t = np.asarray(t_ns)
         if not np.issubdtype(t.dtype, np.integer):
-            raise SyncError(f"{self.name}: query times must be integer nanoseconds, got dtype {t.dtype}")
+            raise SyncError(
+                f"{self.name}: query times must be integer nanoseconds, got dtype {t.dtype}"
+            )
         t = t.astype(np.int64).reshape(-1)
         idx, alpha = self._segment(t, tolerance_ns)
         if self.t_ns.size == 1:
@@ -468,7 +554,9 @@ class Trajectory:
     def at(self, t_ns: int, tolerance_ns: int = 0) -> Transform:
         """The interpolated transform at one time (int nanoseconds)."""
         if isinstance(t_ns, float | np.floating):
-            raise SyncError(f"{self.name}: query time must be integer nanoseconds, got float {t_ns}")
+            raise SyncError(
+                f"{self.name}: query time must be integer nanoseconds, got float {t_ns}"
+            )
         rot, tr = self.interpolate_many(np.array([int(t_ns)], dtype=np.int64), tolerance_ns)
         return Transform(rot[0], tr[0])
 
@@ -513,7 +601,9 @@ class TransformTree:
     def _check_new_edge(self, parent: str, child: str) -> None:
         for name in (parent, child):
             if not isinstance(name, str) or not name:
-                raise CalibrationError(f"TransformTree: frame names must be non-empty strings, got {name!r}")
+                raise CalibrationError(
+                    f"TransformTree: frame names must be non-empty strings, got {name!r}"
+                )
         if parent == child:
             raise CalibrationError(f"TransformTree: cannot attach frame '{child}' to itself")
         if child in self._parent_edge:
@@ -542,7 +632,9 @@ class TransformTree:
         """A time-stamped edge, e.g. ``tree.add_trajectory("world", "ego", world_from_ego_track)``."""
         self._check_new_edge(parent, child)
         if not isinstance(parent_from_child, Trajectory):
-            raise CalibrationError(f"TransformTree: edge '{parent}' -> '{child}' needs a Trajectory")
+            raise CalibrationError(
+                f"TransformTree: edge '{parent}' -> '{child}' needs a Trajectory"
+            )
         self._parent_edge[child] = _Edge(parent, child, None, parent_from_child)
         self._frames.update((parent, child))
 
@@ -562,7 +654,9 @@ class TransformTree:
     def _edge_transform(self, edge: _Edge, t_ns: int | None, tolerance_ns: int) -> Transform:
         if edge.dynamic is None:
             if edge.static is None:  # pragma: no cover - _Edge is only built with one of the two
-                raise CalibrationError(f"TransformTree: edge '{edge.parent}' -> '{edge.child}' is empty")
+                raise CalibrationError(
+                    f"TransformTree: edge '{edge.parent}' -> '{edge.child}' is empty"
+                )
             return edge.static
         if t_ns is None:
             raise SyncError(
@@ -571,14 +665,18 @@ class TransformTree:
         try:
             return edge.dynamic.at(t_ns, tolerance_ns)
         except SyncError as exc:
-            raise SyncError(f"TransformTree: edge '{edge.parent}' -> '{edge.child}': {exc}") from None
+            raise SyncError(
+                f"TransformTree: edge '{edge.parent}' -> '{edge.child}': {exc}"
+            ) from None
 
     def path(self, target: str, source: str) -> list[str]:
         """Frame names from source to target (inclusive)."""
         for name in (target, source):
             if name not in self._frames:
                 known = ", ".join(sorted(self._frames)) or "none"
-                raise CalibrationError(f"TransformTree: unknown frame '{name}' (known frames: {known})")
+                raise CalibrationError(
+                    f"TransformTree: unknown frame '{name}' (known frames: {known})"
+                )
         up_source = [source] + [e.parent for e in self._chain_to_root(source)]
         up_target = [target] + [e.parent for e in self._chain_to_root(target)]
         common = next((f for f in up_source if f in set(up_target)), None)
@@ -590,7 +688,9 @@ class TransformTree:
         down = up_target[: up_target.index(common)]
         return up_source[: up_source.index(common) + 1] + list(reversed(down))
 
-    def lookup(self, target: str, source: str, t_ns: int | None = None, tolerance_ns: int = 0) -> Transform:
+    def lookup(
+        self, target: str, source: str, t_ns: int | None = None, tolerance_ns: int = 0
+    ) -> Transform:
         """``target_from_source`` at time ``t_ns`` (needed when a time-stamped edge is on the path).
 
         ``tolerance_ns`` is how far beyond a time-stamped edge's range a query may reach; there
@@ -623,6 +723,7 @@ class TransformTree:
 
     def __repr__(self) -> str:
         edges = [
-            f"{e.parent}->{e.child}{'(t)' if e.dynamic is not None else ''}" for e in self._parent_edge.values()
+            f"{e.parent}->{e.child}{'(t)' if e.dynamic is not None else ''}"
+            for e in self._parent_edge.values()
         ]
         return f"TransformTree({', '.join(edges)})"

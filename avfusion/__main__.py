@@ -1,0 +1,5 @@
+"""``python -m avfusion`` is the ``avfusion`` command."""
+
+from avfusion.cli import main
+
+main()
