@@ -1,0 +1,174 @@
+"""Time matching between sensor streams: pure functions on int64 nanosecond arrays.
+
+Every policy returns indices into ``other_ns`` aligned with ``ref_ns`` (-1 where nothing lies
+within ``tolerance_ns``) and the signed time differences ``other − ref`` (0 where unmatched).
+Clock offsets are applied by the caller *before* matching (``to_ego_clock``), so the functions
+never guess which clock a stamp is in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from avfusion.errors import SyncError
+
+__all__ = [
+    "InterpolationMatch",
+    "Match",
+    "check_monotonic",
+    "match_interpolate",
+    "match_latest_before",
+    "match_nearest",
+    "to_ego_clock",
+]
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class Match:
+    """Result of matching ``ref`` stamps to ``other`` stamps.
+
+    ``index[i]`` is the matched position in ``other`` (-1: none within tolerance) and
+    ``diff_ns[i]`` is ``other[index[i]] − ref[i]`` (0 where unmatched).
+    """
+
+    index: I64
+    diff_ns: I64
+
+    @property
+    def matched(self) -> npt.NDArray[np.bool_]:
+        return self.index >= 0
+
+    @property
+    def n_unmatched(self) -> int:
+        return int(np.count_nonzero(self.index < 0))
+
+
+@dataclass(frozen=True, eq=False)
+class InterpolationMatch:
+    """``other`` samples bracketing each ``ref`` time: ``before``/``after`` indices (-1: none) and
+    ``alpha`` in [0, 1] so that ``value = (1 − alpha)·other[before] + alpha·other[after]``."""
+
+    before: I64
+    after: I64
+    alpha: npt.NDArray[np.float64]
+
+    @property
+    def matched(self) -> npt.NDArray[np.bool_]:
+        return self.before >= 0
+
+
+def _as_ns(values: npt.ArrayLike, what: str) -> I64:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise SyncError(f"{what}: expected a 1-D array of times, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise SyncError(f"{what}: times must be integer nanoseconds (int64), got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def check_monotonic(t_ns: npt.ArrayLike, what: str, strict: bool = False) -> I64:
+    """Return ``t_ns`` as int64, raising ``SyncError`` naming the first step that goes back in time
+    (or repeats, when ``strict``)."""
+    t = _as_ns(t_ns, what)
+    if t.size > 1:
+        steps = np.diff(t)
+        bad = np.flatnonzero(steps <= 0 if strict else steps < 0)
+        if bad.size:
+            i = int(bad[0])
+            kind = "does not increase" if strict and steps[i] == 0 else "goes back in time"
+            raise SyncError(
+                f"{what}: time stamps must be {'strictly increasing' if strict else 'non-decreasing'}; "
+                f"stamp {i + 1} ({int(t[i + 1])} ns) {kind} after stamp {i} ({int(t[i])} ns)"
+            )
+    return t
+
+
+def _check_tolerance(tolerance_ns: int) -> int:
+    if isinstance(tolerance_ns, float | np.floating) or int(tolerance_ns) < 0:
+        raise SyncError(
+            f"tolerance_ns must be a non-negative integer number of nanoseconds, got {tolerance_ns!r}"
+        )
+    return int(tolerance_ns)
+
+
+def to_ego_clock(stamps_ns: npt.ArrayLike, time_offset_ns: int, what: str = "stamps") -> I64:
+    """Sensor-clock stamps to the ego clock: ``t_ego = t_stamp + time_offset_ns``."""
+    return _as_ns(stamps_ns, what) + np.int64(time_offset_ns)
+
+
+def match_nearest(
+    ref_ns: npt.ArrayLike, other_ns: npt.ArrayLike, tolerance_ns: int, what: str = "other"
+) -> Match:
+    """For each reference time, the nearest ``other`` time within ``tolerance_ns`` (ties: earlier)."""
+    tol = _check_tolerance(tolerance_ns)
+    ref = _as_ns(ref_ns, "reference")
+    other = check_monotonic(other_ns, what)
+    if other.size == 0:
+        return Match(np.full(ref.size, -1, np.int64), np.zeros(ref.size, np.int64))
+    right = np.searchsorted(other, ref, side="left")
+    left = np.clip(right - 1, 0, other.size - 1)
+    right = np.clip(right, 0, other.size - 1)
+    d_left = np.abs(other[left] - ref)
+    d_right = np.abs(other[right] - ref)
+    idx = np.where(d_right < d_left, right, left).astype(np.int64)
+    diff = other[idx] - ref
+    ok = np.abs(diff) <= tol
+    return Match(np.where(ok, idx, -1), np.where(ok, diff, 0))
+
+
+def match_latest_before(
+    ref_ns: npt.ArrayLike, other_ns: npt.ArrayLike, tolerance_ns: int, what: str = "other"
+) -> Match:
+    """For each reference time, the latest ``other`` time at or before it, no older than ``tolerance_ns``.
+
+    The causal policy: what an online system could have used at the reference instant.
+    """
+    tol = _check_tolerance(tolerance_ns)
+    ref = _as_ns(ref_ns, "reference")
+    other = check_monotonic(other_ns, what)
+    idx = (np.searchsorted(other, ref, side="right") - 1).astype(np.int64)
+    has = idx >= 0
+    safe = np.where(has, idx, 0)
+    diff = np.where(has, other[safe] - ref if other.size else 0, 0)
+    ok = has & (-diff <= tol)
+    return Match(np.where(ok, idx, -1), np.where(ok, diff, 0))
+
+
+def match_interpolate(
+    ref_ns: npt.ArrayLike, other_ns: npt.ArrayLike, tolerance_ns: int, what: str = "other"
+) -> InterpolationMatch:
+    """For each reference time, the two ``other`` samples around it, each within ``tolerance_ns``.
+
+    An exact hit gives ``before == after`` and alpha 0. Unmatched (no bracket, or a neighbour
+    farther than the tolerance, i.e. a gap): -1 and alpha NaN.
+    """
+    tol = _check_tolerance(tolerance_ns)
+    ref = _as_ns(ref_ns, "reference")
+    other = check_monotonic(other_ns, what, strict=True)
+    n = other.size
+    before = (np.searchsorted(other, ref, side="right") - 1).astype(np.int64)
+    after = before + 1
+    exact = (
+        (before >= 0) & (other[np.clip(before, 0, max(n - 1, 0))] == ref)
+        if n
+        else np.zeros(ref.size, bool)
+    )
+    after = np.where(exact, before, after)
+    inside = (before >= 0) & (after < n)
+    b = np.clip(before, 0, max(n - 1, 0))
+    a = np.clip(after, 0, max(n - 1, 0))
+    if n:
+        ok = inside & (ref - other[b] <= tol) & (other[a] - ref <= tol)
+        span = (other[a] - other[b]).astype(np.float64)
+        alpha = np.where(span > 0, (ref - other[b]) / np.where(span > 0, span, 1.0), 0.0)
+    else:
+        ok = np.zeros(ref.size, bool)
+        alpha = np.zeros(ref.size)
+    return InterpolationMatch(
+        np.where(ok, before, -1), np.where(ok, after, -1), np.where(ok, alpha, np.nan)
+    )
