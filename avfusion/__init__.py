@@ -13,6 +13,17 @@ from avfusion.calibration.transforms import Trajectory, Transform, TransformTree
 from avfusion.errors import AVFusionError, CalibrationError, ConfigError, LogFormatError, SyncError
 from avfusion.types import Boxes2D, Boxes3D, Frame, Image, Log, PointCloud, Sensor
 
+
+def __getattr__(name: str) -> object:
+    # open_log lives in the io layer, which pulls in numba-compiled decoders; load it on first use
+    # so that ``import avfusion`` stays light.
+    if name == "open_log":
+        from avfusion.io.registry import open_log
+
+        return open_log
+    raise AttributeError(f"module 'avfusion' has no attribute {name!r}")
+
+
 try:
     __version__ = version("avfusion")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
@@ -36,4 +47,5 @@ __all__ = [
     "Transform",
     "TransformTree",
     "__version__",
+    "open_log",
 ]

@@ -1,0 +1,114 @@
+"""``open_log``: pick the reader from an explicit table keyed by what is on disk.
+
+Each entry is (format name, detector, opener). Detectors look only at names and small
+marker files; the first that matches wins. Formats whose reader has not landed yet are listed
+so the error says what the path looks like, and what is recognised today.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from avfusion.errors import ConfigError, LogFormatError
+from avfusion.types import Log
+
+__all__ = ["FORMATS", "LogFormat", "detect_format", "open_log"]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_nuscenes(p: Path) -> bool:
+    if not p.is_dir():
+        return False
+    if (p / "sample_data.json").is_file():
+        return True
+    return any((d / "sample_data.json").is_file() for d in p.glob("v1.0*"))
+
+
+def _is_ros1_bag(p: Path) -> bool:
+    return p.is_file() and p.suffix == ".bag"
+
+
+def _is_mcap(p: Path) -> bool:
+    return p.is_file() and p.suffix == ".mcap"
+
+
+def _is_rosbag2(p: Path) -> bool:
+    return p.is_dir() and (p / "metadata.yaml").is_file()
+
+
+def _is_kitti(p: Path) -> bool:
+    return p.is_dir() and (
+        (p / "velodyne").is_dir()
+        or (p / "training" / "velodyne").is_dir()
+        or (p / "velodyne_points").is_dir()
+    )
+
+
+def _open_nuscenes(p: Path, rig: str | os.PathLike[str] | None) -> Log:
+    from avfusion.io.nuscenes import NuScenesLog
+
+    if rig is not None:
+        raise ConfigError(
+            f"{p}: a rig file applies to bags; a nuScenes-style log carries its own calibration"
+        )
+    return NuScenesLog(p)
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    open: (
+        Callable[[Path, str | os.PathLike[str] | None], Log] | None
+    )  # None: reader not available yet
+
+
+FORMATS: tuple[LogFormat, ...] = (
+    LogFormat(
+        "nuscenes",
+        "nuScenes-style root (a folder with a v1.0* table folder holding sample_data.json, or that folder)",
+        _is_nuscenes,
+        _open_nuscenes,
+    ),
+    LogFormat("ros1", "ROS 1 .bag", _is_ros1_bag, None),
+    LogFormat("mcap", "MCAP .mcap", _is_mcap, None),
+    LogFormat("rosbag2", "rosbag2 folder (metadata.yaml)", _is_rosbag2, None),
+    LogFormat("kitti", "KITTI object/raw folder (velodyne/)", _is_kitti, None),
+)
+
+
+def detect_format(path: str | os.PathLike[str]) -> LogFormat | None:
+    """The first format in ``FORMATS`` whose detector accepts ``path`` (None when none does)."""
+    p = Path(path)
+    for fmt in FORMATS:
+        if fmt.detect(p):
+            return fmt
+    return None
+
+
+def _known() -> str:
+    readable = [f.description for f in FORMATS if f.open is not None]
+    planned = [f.description for f in FORMATS if f.open is None]
+    return f"readable: {'; '.join(readable)}; recognised, reader not yet available: {'; '.join(planned)}"
+
+
+def open_log(path: str | os.PathLike[str], rig: str | os.PathLike[str] | None = None) -> Log:
+    """Open whatever log is at ``path`` as a ``Log`` (see ``FORMATS``)."""
+    p = Path(path)
+    if not p.exists():
+        raise LogFormatError(f"{p}: no such file or directory")
+    fmt = detect_format(p)
+    if fmt is None:
+        raise LogFormatError(f"{p}: not a recognised log ({_known()})")
+    if fmt.open is None:
+        raise LogFormatError(
+            f"{p}: looks like a {fmt.description}, but that reader is not available yet ({_known()})"
+        )
+    logger.debug("%s: opening as %s", p, fmt.name)
+    return fmt.open(p, rig)
