@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from avfusion.io.nuscenes import NUSCENES_TABLES
 from avfusion.io.pcd import write_pcd
 
 VERSION = "v1.0-test"
@@ -23,24 +24,7 @@ def _q_yaw(yaw: float, roll: float = 0.0) -> list[float]:
 def build_root(root: Path, *, n_lidar: int = 13, seed: int = 0) -> dict[str, Any]:
     """Two scenes; scene A has keyframes every 6 LiDAR sweeps. Returns the written tables."""
     rng = np.random.default_rng(seed)
-    tables: dict[str, list[dict[str, Any]]] = {
-        name: []
-        for name in (
-            "attribute",
-            "calibrated_sensor",
-            "category",
-            "ego_pose",
-            "instance",
-            "log",
-            "map",
-            "sample",
-            "sample_annotation",
-            "sample_data",
-            "scene",
-            "sensor",
-            "visibility",
-        )
-    }
+    tables: dict[str, list[dict[str, Any]]] = {name: [] for name in NUSCENES_TABLES}
     tables["log"].append(
         {
             "token": "log0",
