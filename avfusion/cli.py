@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -35,13 +36,25 @@ DEFAULT_SAMPLE_DATA = Path("sample_data")
 #: The stages of the main job, in order, with the issue that builds each. `demo` runs the ones
 #: that exist and names the rest; the list shrinks as the work lands.
 NOT_BUILT_YET: list[tuple[str, str]] = [
-    ("time synchronisation and sync report", "issue 5"),
+    ("sync report, LiDAR deskew, clock-offset estimation", "issue 5"),
     ("motion-compensated projection, depth maps, painting", "issue 6"),
     ("occupancy ground truth", "issue 7"),
     ("calibration check", "issue 8"),
     ("cross-modal label checks", "issue 9"),
     ("HTML QA report", "issue 10"),
 ]
+
+
+def _synth_entry(name: str) -> Callable[..., Any] | None:
+    """An entry point of ``avfusion.synth`` (the synthetic world), or None while it is not built."""
+    import importlib
+
+    try:
+        module = importlib.import_module("avfusion.synth")
+    except ModuleNotFoundError:
+        return None
+    entry = getattr(module, name, None)
+    return entry if callable(entry) else None
 
 
 def _version_callback(value: bool) -> None:
@@ -116,10 +129,11 @@ def synth(
     ] = None,
 ) -> None:
     """Generate a deterministic synthetic driving log with exact ground truth."""
-    from avfusion import synth as synth_mod
-
+    generate = _synth_entry("generate")
+    if generate is None:
+        raise AVFusionError("avfusion synth: the synthetic world is not built yet (issue 3)")
     start = time.perf_counter()
-    summary = synth_mod.generate(
+    summary = generate(
         out,
         seconds=seconds,
         seed=seed,
@@ -160,7 +174,9 @@ def _print_log_summary(log: Any, path: Path) -> None:
             if sensor.camera
             else ""
         )
-        table.add_row(name, sensor.modality, str(len(t)), f"{rate:.1f}", cam)
+        table.add_row(
+            name, sensor.modality, str(len(t)), "-" if np.isnan(rate) else f"{rate:.1f}", cam
+        )
     console.print(table)
     poses = log.poses
     console.print(
@@ -177,38 +193,55 @@ def demo(
     """Run the main job end to end on sample_data/, as far as it is built, and say where outputs are."""
     start = time.perf_counter()
     console.print(f"[bold]avfusion {avfusion.__version__} demo[/] on {data}")
-    try:
-        from avfusion import synth as synth_mod
-    except ImportError:  # pragma: no cover - synth not installed
-        synth_mod = None  # type: ignore[assignment]
-    if synth_mod is None or not hasattr(synth_mod, "ensure_sample_data"):
+    ensure_sample_data = _synth_entry("ensure_sample_data")
+    nuscenes_root: Path | None = None
+    if ensure_sample_data is None:
         console.print("[yellow]•[/] synthetic sample data: not built yet (issue 3)")
-        nuscenes_root = None
     else:
         with _stage("sample data (synthetic world, generated once)"):
-            nuscenes_root = synth_mod.ensure_sample_data(data)
+            nuscenes_root = ensure_sample_data(data)
         console.print(f"  log: {nuscenes_root}")
     if nuscenes_root is not None:
-        try:
-            from avfusion.io import open_log
-        except ImportError:
-            open_log = None  # type: ignore[assignment]
-        if open_log is None:
-            console.print("[yellow]•[/] readers: not built yet (issue 4)")
-        else:
-            with _stage("read the log"):
-                log = open_log(nuscenes_root)
-                frame = log[0]
-            _print_log_summary(log, nuscenes_root)
-            console.print(
-                f"  frame 0: {len(frame.points)} point clouds, {len(frame.images)} images, "
-                f"{0 if frame.boxes3d is None else len(frame.boxes3d)} 3D boxes"
-            )
+        from avfusion.io import open_log
+
+        with _stage("read the log"):
+            log = open_log(nuscenes_root)
+            frame = log[0]
+        _print_log_summary(log, nuscenes_root)
+        console.print(
+            f"  frame 0: {len(frame.points)} point clouds, {len(frame.images)} images, "
+            f"{0 if frame.boxes3d is None else len(frame.boxes3d)} 3D boxes"
+        )
+        _demo_stream_matching(log)
     for stage, issue in NOT_BUILT_YET:
         console.print(f"[yellow]•[/] {stage}: not built yet ({issue})")
     console.print(
         f"demo finished in {time.perf_counter() - start:.1f} s; outputs: {data.resolve()}"
     )
+
+
+def _demo_stream_matching(log: Any) -> None:
+    """Match every stream to the reference LiDAR stream (nearest stamp, 50 ms) and print the spread."""
+    from avfusion.calibration.timesync import match_nearest
+
+    ref = next((n for n, s in log.sensors.items() if s.modality == "lidar"), None)
+    if ref is None:
+        return
+    ref_t = log.timestamps(ref)
+    table = Table(title=f"nearest-stamp matching to {ref} ({len(ref_t)} sweeps, tolerance 50 ms)")
+    for col in ("sensor", "matched", "median |Δt| (ms)", "max |Δt| (ms)"):
+        table.add_column(col)
+    for name, sensor in sorted(log.sensors.items()):
+        if name == ref:
+            continue
+        m = match_nearest(
+            ref_t, log.timestamps(name) + sensor.time_offset_ns, 50_000_000, what=name
+        )
+        d = np.abs(m.diff_ns[m.matched]) / 1e6
+        med = f"{np.median(d):.1f}" if d.size else "-"
+        mx = f"{d.max():.1f}" if d.size else "-"
+        table.add_row(name, f"{int(m.matched.sum())}/{len(ref_t)}", med, mx)
+    console.print(table)
 
 
 def main() -> None:

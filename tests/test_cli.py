@@ -40,3 +40,12 @@ def test_import_avfusion_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_info_on_the_real_nuscenes_keyframe(realdata: object) -> None:
+    from pathlib import Path
+
+    root = Path(str(realdata)) / "nuscenes-keyframe"
+    res = runner.invoke(app, ["info", str(root)])
+    assert res.exit_code == 0, res.output
+    assert "CAM_FRONT" in res.output and "LIDAR_TOP" in res.output and "1 frames" in res.output
