@@ -45,18 +45,6 @@ NOT_BUILT_YET: list[tuple[str, str]] = [
 ]
 
 
-def _synth_entry(name: str) -> Callable[..., Any] | None:
-    """An entry point of ``avfusion.synth`` (the synthetic world), or None while it is not built."""
-    import importlib
-
-    try:
-        module = importlib.import_module("avfusion.synth")
-    except ModuleNotFoundError:
-        return None
-    entry = getattr(module, name, None)
-    return entry if callable(entry) else None
-
-
 def _version_callback(value: bool) -> None:
     if value:
         console.print(f"avfusion {avfusion.__version__}")
@@ -90,8 +78,8 @@ def _stage(name: str) -> Iterator[None]:
     console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - start:.1f} s)[/]")
 
 
-def _progress_printer(label: str) -> Callable[[int, int], None]:
-    """A progress callback (done, total) that redraws one line on the terminal."""
+def _progress_printer(label: str) -> Callable[..., None]:
+    """A progress callback ``(done, total, *what)`` that redraws one bar on the terminal."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
     progress = Progress(
@@ -104,11 +92,12 @@ def _progress_printer(label: str) -> Callable[[int, int], None]:
     )
     task: list[Any] = []
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, *what: object) -> None:
         if not task:
             progress.start()
             task.append(progress.add_task(label, total=total))
-        progress.update(task[0], completed=done, total=total)
+        detail = f"{label} {what[0]}" if what else label
+        progress.update(task[0], completed=done, total=total, description=detail)
         if done >= total:
             progress.stop()
 
@@ -124,14 +113,14 @@ def synth(
         str | None,
         typer.Option(
             "--inject-errors",
-            help="Label errors to inject, e.g. 'missing=2,shrink=1' (see README).",
+            help="Label errors to inject: 'none', 'default' or e.g. 'missing=0.1,id_switch=1' "
+            "(see sample_data/README.md).",
         ),
     ] = None,
 ) -> None:
     """Generate a deterministic synthetic driving log with exact ground truth."""
-    generate = _synth_entry("generate")
-    if generate is None:
-        raise AVFusionError("avfusion synth: the synthetic world is not built yet (issue 3)")
+    from avfusion.synth import generate
+
     start = time.perf_counter()
     summary = generate(
         out,
@@ -143,8 +132,7 @@ def synth(
     console.print(
         f"[green]✓[/] wrote synthetic log to [bold]{out}[/] in {time.perf_counter() - start:.1f} s"
     )
-    if summary:
-        console.print(summary)
+    console.print(summary.as_dict())
 
 
 @app.command()
@@ -193,26 +181,29 @@ def demo(
     """Run the main job end to end on sample_data/, as far as it is built, and say where outputs are."""
     start = time.perf_counter()
     console.print(f"[bold]avfusion {avfusion.__version__} demo[/] on {data}")
-    ensure_sample_data = _synth_entry("ensure_sample_data")
-    nuscenes_root: Path | None = None
-    if ensure_sample_data is None:
-        console.print("[yellow]•[/] synthetic sample data: not built yet (issue 3)")
-    else:
-        with _stage("sample data (synthetic world, generated once)"):
-            nuscenes_root = ensure_sample_data(data)
-        console.print(f"  log: {nuscenes_root}")
-    if nuscenes_root is not None:
-        from avfusion.io import open_log
+    from avfusion.io import open_log
+    from avfusion.synth import ensure_sample_data
 
-        with _stage("read the log"):
-            log = open_log(nuscenes_root)
-            frame = log[0]
-        _print_log_summary(log, nuscenes_root)
+    console.print("[bold]sample data[/] (synthetic world, generated once, about 30-60 s)")
+    nuscenes_root = ensure_sample_data(data, progress=_progress_printer("simulating"))
+    console.print(f"[green]✓[/] log: {nuscenes_root}")
+    with _stage("read the log"):
+        log = open_log(nuscenes_root)
+        frame = log[0]
+    _print_log_summary(log, nuscenes_root)
+    console.print(
+        f"  frame 0: {len(frame.points)} point clouds, {len(frame.images)} images, "
+        f"{0 if frame.boxes3d is None else len(frame.boxes3d)} 3D boxes, "
+        f"{sum(len(b) for b in frame.boxes2d.values())} 2D boxes"
+    )
+    if hasattr(log, "aggregate_sweeps"):
+        mid = len(log) // 2
+        with _stage(f"aggregate 10 LiDAR sweeps at keyframe {mid}"):
+            agg = log.aggregate_sweeps(mid, n_sweeps=10)
         console.print(
-            f"  frame 0: {len(frame.points)} point clouds, {len(frame.images)} images, "
-            f"{0 if frame.boxes3d is None else len(frame.boxes3d)} 3D boxes"
+            f"  {len(agg)} points from {int(agg.attrs['sweep'].max()) + 1} sweeps in LIDAR_TOP at t={agg.t_ns} ns"
         )
-        _demo_stream_matching(log)
+    _demo_stream_matching(log)
     for stage, issue in NOT_BUILT_YET:
         console.print(f"[yellow]•[/] {stage}: not built yet ({issue})")
     console.print(
