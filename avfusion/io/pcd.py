@@ -187,6 +187,22 @@ def lzf_decompress(
 
 
 @numba.njit(cache=True)
+def _emit_literals(
+    src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], start: int, end: int, op: int
+) -> int:
+    """Write src[start:end] as LZF literal runs (at most 32 bytes each); return the new op."""
+    while start < end:
+        run = min(end - start, 32)
+        dst[op] = run - 1
+        op += 1
+        for k in range(run):
+            dst[op + k] = src[start + k]
+        op += run
+        start += run
+    return op
+
+
+@numba.njit(cache=True)
 def _lzf_compress_kernel(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8]) -> int:
     """Greedy LZF compressor (hash of 3 bytes → last position). ``dst`` must be large enough
     (len(src) + len(src) // 32 + 2 always is). Returns the number of bytes written."""
@@ -218,17 +234,7 @@ def _lzf_compress_kernel(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8])
             length = 3
             while length < maxlen and src[ref + length] == src[ip + length]:
                 length += 1
-            # flush pending literals in runs of at most 32
-            while lit_start < ip:
-                run = ip - lit_start
-                if run > 32:
-                    run = 32
-                dst[op] = run - 1
-                op += 1
-                for k in range(run):
-                    dst[op + k] = src[lit_start + k]
-                op += run
-                lit_start += run
+            op = _emit_literals(src, dst, lit_start, ip, op)
             enc = length - 2
             if enc < 7:
                 dst[op] = (enc << 5) | (off >> 8)
@@ -243,18 +249,7 @@ def _lzf_compress_kernel(src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8])
             lit_start = ip
         else:
             ip += 1
-    ip = n
-    while lit_start < ip:
-        run = ip - lit_start
-        if run > 32:
-            run = 32
-        dst[op] = run - 1
-        op += 1
-        for k in range(run):
-            dst[op + k] = src[lit_start + k]
-        op += run
-        lit_start += run
-    return op
+    return _emit_literals(src, dst, lit_start, n, op)
 
 
 def lzf_compress(data: bytes | npt.NDArray[np.uint8]) -> bytes:
