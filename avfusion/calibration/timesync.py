@@ -8,6 +8,7 @@ never guess which clock a stamp is in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,10 @@ import numpy.typing as npt
 from avfusion.errors import SyncError
 
 __all__ = [
+    "FrameAssembly",
     "InterpolationMatch",
     "Match",
+    "assemble_frames",
     "check_monotonic",
     "match_interpolate",
     "match_latest_before",
@@ -172,3 +175,109 @@ def match_interpolate(
     return InterpolationMatch(
         np.where(ok, before, -1), np.where(ok, after, -1), np.where(ok, alpha, np.nan)
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Frame assembly
+# --------------------------------------------------------------------------------------------
+
+#: Matching policies by name, for configuration files and the command line.
+POLICIES = {"nearest": match_nearest, "latest_before": match_latest_before}
+
+
+@dataclass(frozen=True, eq=False)
+class FrameAssembly:
+    """Which observation of every sensor belongs to each frame of a reference sensor.
+
+    ``t_ns`` (F,) are the reference sensor's capture times in the ego clock; per sensor,
+    ``index[name]`` (F,) points into that sensor's stream (-1: nothing within its tolerance)
+    and ``diff_ns[name]`` (F,) is (its ego-clock time − the frame time), 0 where unmatched.
+    The reference sensor matches itself with index ``arange(F)`` and differences 0.
+    """
+
+    ref_sensor: str
+    t_ns: I64
+    index: Mapping[str, I64]
+    diff_ns: Mapping[str, I64]
+    tolerance_ns: Mapping[str, int]
+
+    def __len__(self) -> int:
+        return int(self.t_ns.size)
+
+    def matched(self, frame: int) -> dict[str, int]:
+        """Sensor → index into its stream, for the sensors that matched in ``frame``."""
+        return {name: int(idx[frame]) for name, idx in self.index.items() if idx[frame] >= 0}
+
+    def time_diffs_ns(self, frame: int) -> dict[str, int]:
+        """Sensor → (its time − frame time) in ns, for the sensors that matched in ``frame``."""
+        return {
+            name: int(self.diff_ns[name][frame])
+            for name, idx in self.index.items()
+            if idx[frame] >= 0
+        }
+
+    def missing(self, frame: int) -> tuple[str, ...]:
+        """The sensors with no observation inside their tolerance in ``frame`` (sorted)."""
+        return tuple(sorted(name for name, idx in self.index.items() if idx[frame] < 0))
+
+    def match_rate(self) -> dict[str, float]:
+        """Per sensor, the fraction of frames it matched."""
+        n = max(len(self), 1)
+        return {name: float(np.count_nonzero(idx >= 0)) / n for name, idx in self.index.items()}
+
+
+def assemble_frames(
+    streams: Mapping[str, npt.ArrayLike],
+    ref_sensor: str,
+    tolerance_ns: int | Mapping[str, int],
+    *,
+    time_offsets_ns: Mapping[str, int] | None = None,
+    policy: str = "nearest",
+) -> FrameAssembly:
+    """Group per-sensor stamps into frames around ``ref_sensor``.
+
+    ``streams`` maps sensor → its stamps (int64 ns, sensor clock, non-decreasing);
+    ``time_offsets_ns`` (sensor → offset, ``t_ego = t_stamp + offset``; default 0) moves every
+    stream to the ego clock before matching. ``tolerance_ns`` is one value for all sensors or a
+    per-sensor mapping (which must name every non-reference sensor). ``policy`` is ``nearest``
+    or ``latest_before``. Nothing is substituted: a sensor without a stamp inside its tolerance
+    is reported missing in that frame.
+    """
+    if ref_sensor not in streams:
+        raise SyncError(
+            f"assemble_frames: reference sensor '{ref_sensor}' has no stream (have: {', '.join(sorted(streams))})"
+        )
+    if policy not in POLICIES:
+        raise SyncError(
+            f"assemble_frames: unknown policy '{policy}' (expected one of {', '.join(POLICIES)})"
+        )
+    match = POLICIES[policy]
+    offsets = dict(time_offsets_ns or {})
+    unknown = sorted(set(offsets) - set(streams))
+    if unknown:
+        raise SyncError(f"assemble_frames: time offsets given for unknown sensors {unknown}")
+    if isinstance(tolerance_ns, Mapping):
+        missing_tol = sorted(set(streams) - {ref_sensor} - set(tolerance_ns))
+        if missing_tol:
+            raise SyncError(f"assemble_frames: no tolerance given for sensors {missing_tol}")
+        tolerances = {
+            name: _check_tolerance(tolerance_ns[name]) for name in streams if name != ref_sensor
+        }
+    else:
+        tol = _check_tolerance(tolerance_ns)
+        tolerances = {name: tol for name in streams if name != ref_sensor}
+    ego = {
+        name: to_ego_clock(
+            check_monotonic(stamps, f"stream '{name}'"), offsets.get(name, 0), f"stream '{name}'"
+        )
+        for name, stamps in streams.items()
+    }
+    ref = ego[ref_sensor]
+    index: dict[str, I64] = {ref_sensor: np.arange(ref.size, dtype=np.int64)}
+    diff: dict[str, I64] = {ref_sensor: np.zeros(ref.size, np.int64)}
+    for name, t in ego.items():
+        if name == ref_sensor:
+            continue
+        m = match(ref, t, tolerances[name], f"stream '{name}'")
+        index[name], diff[name] = m.index, m.diff_ns
+    return FrameAssembly(ref_sensor, ref, index, diff, {ref_sensor: 0, **tolerances})
