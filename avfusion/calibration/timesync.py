@@ -18,13 +18,17 @@ from avfusion.errors import SyncError
 
 __all__ = [
     "FrameAssembly",
+    "Gaps",
     "InterpolationMatch",
     "Match",
     "assemble_frames",
     "check_monotonic",
+    "duplicate_positions",
+    "find_gaps",
     "match_interpolate",
     "match_latest_before",
     "match_nearest",
+    "reversal_positions",
     "to_ego_clock",
 ]
 
@@ -281,3 +285,81 @@ def assemble_frames(
         m = match(ref, t, tolerances[name], f"stream '{name}'")
         index[name], diff[name] = m.index, m.diff_ns
     return FrameAssembly(ref_sensor, ref, index, diff, {ref_sensor: 0, **tolerances})
+
+
+# --------------------------------------------------------------------------------------------
+# Raw-stream diagnostics (used by the sync report): they accept any order and never raise on it
+# --------------------------------------------------------------------------------------------
+
+
+def duplicate_positions(t_ns: npt.ArrayLike, what: str = "stamps") -> I64:
+    """Positions (ascending) of stamps equal to an earlier stamp of the stream (anywhere before it).
+
+    The first occurrence of a value is not counted; ``[5, 7, 5, 5]`` gives ``[2, 3]``.
+    """
+    t = _as_ns(t_ns, what)
+    if t.size < 2:
+        return np.zeros(0, np.int64)
+    order = np.argsort(t, kind="stable")  # equal values keep their recorded order
+    repeat = t[order][1:] == t[order][:-1]
+    return np.sort(order[1:][repeat]).astype(np.int64)
+
+
+def reversal_positions(t_ns: npt.ArrayLike, what: str = "stamps") -> I64:
+    """Positions ``i`` where a stamp goes back in time: ``t[i] < t[i − 1]`` (recorded order)."""
+    t = _as_ns(t_ns, what)
+    if t.size < 2:
+        return np.zeros(0, np.int64)
+    return (np.flatnonzero(np.diff(t) < 0) + 1).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Gaps:
+    """Periods longer than ``gap_factor`` × the median period of a stream's timeline.
+
+    The timeline is the stream's distinct stamps in time order (duplicates and reversals are
+    diagnosed apart, by position). Per gap: ``index_before``/``index_after`` are the recorded
+    positions of the two stamps around it, ``t_before_ns``/``t_after_ns`` their times,
+    ``period_ns`` their distance and ``missing`` the estimated number of dropped messages,
+    ``max(round(period / median) − 1, 1)``. ``periods_ns`` are all periods of the timeline and
+    ``median_period_ns`` their median (NaN with fewer than two distinct stamps).
+    """
+
+    index_before: I64
+    index_after: I64
+    t_before_ns: I64
+    t_after_ns: I64
+    period_ns: I64
+    missing: I64
+    periods_ns: I64
+    median_period_ns: float
+    gap_factor: float
+
+    def __len__(self) -> int:
+        return int(self.period_ns.size)
+
+    @property
+    def n_missing(self) -> int:
+        return int(self.missing.sum())
+
+
+def find_gaps(t_ns: npt.ArrayLike, gap_factor: float = 1.5, what: str = "stamps") -> Gaps:
+    """The gaps of a stream (see ``Gaps``); the stamps may be in any order."""
+    if not np.isfinite(gap_factor) or gap_factor <= 1.0:
+        raise SyncError(f"{what}: gap_factor must be a finite number > 1, got {gap_factor!r}")
+    t = _as_ns(t_ns, what)
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    first = np.ones(ts.size, bool)
+    first[1:] = ts[1:] != ts[:-1]
+    pos, ts = order[first].astype(np.int64), ts[first]
+    periods = np.diff(ts)
+    empty = np.zeros(0, np.int64)
+    if periods.size == 0:
+        return Gaps(empty, empty, empty, empty, empty, empty, periods, float("nan"), gap_factor)
+    median = float(np.median(periods))
+    k = np.flatnonzero(periods > gap_factor * median)
+    missing = np.maximum(np.rint(periods[k] / median).astype(np.int64) - 1, 1)
+    return Gaps(
+        pos[k], pos[k + 1], ts[k], ts[k + 1], periods[k], missing, periods, median, gap_factor
+    )
