@@ -115,8 +115,9 @@ class Sensor:
 class PointCloud:
     """Points (N, 3) in the sensor's frame, with per-point attributes beside them.
 
-    ``attrs`` maps names (``intensity``, ``ring``, ``time_offset_ns`` per point, radar ``vx``,
-    ``vy``, ``rcs`` ...) to (N,) arrays. ``world_from_ego`` is the ego pose at ``t_ns`` when the
+    ``attrs`` maps names (``intensity``, ``ring``, radar ``vx``, ``vy``, ``rcs`` ...) to (N,)
+    arrays. ``point_time_ns`` (when the sensor records it) is each point's capture time relative
+    to ``t_ns`` (int, may be negative); deskewing replaces it by ``capture_time_ns``. ``world_from_ego`` is the ego pose at ``t_ns`` when the
     log has poses. Arrays are not copied.
     """
 
@@ -456,7 +457,11 @@ class Log(ABC):
 
     @abstractmethod
     def timestamps(self, sensor: str) -> npt.NDArray[np.int64]:
-        """All capture times (ego clock, int64 ns) of one sensor's stream, in order."""
+        """The stamps of one sensor's stream as recorded (its own clock, int64 ns), in log order.
+
+        Add ``sensors[sensor].time_offset_ns`` for the ego clock. Readers that sort the stamps
+        (so duplicates and reversals cannot show) say so with ``timestamps_are_raw = False``.
+        """
 
     @property
     @abstractmethod
