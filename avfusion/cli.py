@@ -138,14 +138,87 @@ def synth(
 @app.command()
 def info(
     path: Annotated[
-        Path, typer.Argument(help="A log: nuScenes-style root (more formats as readers land).")
+        Path,
+        typer.Argument(
+            help="A log: nuScenes-style root, KITTI folder, ROS1 .bag, rosbag2 folder or .mcap."
+        ),
     ],
+    rig: Annotated[
+        Path | None,
+        typer.Option(
+            "--rig", help="Bags: also open the bag with this rig YAML and summarise its frames."
+        ),
+    ] = None,
+    rig_out: Annotated[
+        Path | None,
+        typer.Option("--rig-out", help="Bags: write the suggested rig YAML to this file."),
+    ] = None,
 ) -> None:
-    """Print what a log holds: sensors, frames, time span."""
+    """Print what a log holds: sensors, frames, time span. For a bag: topics, types, counts,
+    rates, stamp ranges, tf frames and a suggested rig file."""
     from avfusion.io import open_log
+    from avfusion.io.registry import detect_format
 
-    log = open_log(path)
+    fmt = detect_format(path) if path.exists() else None
+    if fmt is not None and fmt.name in ("ros1", "mcap", "rosbag2"):
+        _bag_info(path, rig, rig_out)
+        return
+    if rig_out is not None:
+        from avfusion.errors import ConfigError
+
+        raise ConfigError(f"--rig-out applies to bags; {path} is not a bag")
+    log = open_log(path, rig=rig)
     _print_log_summary(log, path)
+
+
+def _bag_info(path: Path, rig: Path | None, rig_out: Path | None) -> None:
+    """Topics of a bag, its tf frames and a suggested rig (written to ``rig_out`` when given)."""
+    from avfusion.io.rosbag import inspect_bag, suggest_rig
+
+    with console.status(f"reading {path} ..."):
+        bag = inspect_bag(path)
+    table = Table(title=f"{path} ({'ROS 1' if bag.ros1 else 'ROS 2'})")
+    table.add_column("topic", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    for col in ("msgs", "Hz (median)", "header stamps (s)", "rec − stamp (s)", "frame"):
+        table.add_column(col, overflow="fold")
+    for t in bag.topics:
+        rng = t.stamp_range_ns
+        delay = t.median_delay_ns
+        table.add_row(
+            t.topic,
+            t.msgtype.replace("/msg/", "/"),
+            str(t.count),
+            "-" if not np.isfinite(t.rate_hz) else f"{t.rate_hz:.2f}",
+            "-" if rng is None else f"{rng[0] / 1e9:.3f} .. {rng[1] / 1e9:.3f}",
+            "-" if delay is None else f"{delay / 1e9:+.3f}",
+            t.frame_id,
+        )
+    console.print(table)
+    static = ", ".join(f"{p}→{c}" for p, c in sorted(bag.tf_static)) or "none"
+    dynamic = ", ".join(f"{p}→{c} ({n})" for (p, c), n in sorted(bag.tf_dynamic.items())) or "none"
+    console.print(f"/tf_static: {static}")
+    console.print(f"/tf: {dynamic}")
+    suggested, text = suggest_rig(bag)
+    console.print("[bold]suggested rig[/]")
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if rig_out is not None:
+        if suggested is None:
+            from avfusion.errors import ConfigError
+
+            raise ConfigError(
+                f"{path}: no rig to write to {rig_out}: the bag has no usable sensor topic"
+            )
+        rig_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = rig_out.with_name(rig_out.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(rig_out)
+        console.print(f"[green]✓[/] wrote {rig_out}")
+    if rig is not None:
+        from avfusion.io.rosbag import BagLog
+
+        with BagLog(path, rig) as log:
+            _print_log_summary(log, path)
 
 
 def _print_log_summary(log: Any, path: Path) -> None:
@@ -233,6 +306,122 @@ def _demo_stream_matching(log: Any) -> None:
         mx = f"{d.max():.1f}" if d.size else "-"
         table.add_row(name, f"{int(m.matched.sum())}/{len(ref_t)}", med, mx)
     console.print(table)
+
+
+@app.command()
+def convert(
+    bag: Annotated[Path, typer.Argument(metavar="BAG", help="ROS1 .bag, rosbag2 folder or .mcap.")],
+    rig: Annotated[Path, typer.Option("--rig", help="Rig YAML mapping topics to sensors.")],
+    out: Annotated[Path, typer.Option("--out", help="Empty folder for the nuScenes-style log.")],
+    version: Annotated[str, typer.Option(help="Table folder name (v1.0-*).")] = "v1.0-mini",
+) -> None:
+    """Convert a bag into a nuScenes-style log (one sample per reference-sensor frame)."""
+    from avfusion.io.convert import convert_bag
+    from avfusion.io.rosbag import BagLog
+
+    start = time.perf_counter()
+    with BagLog(bag, rig) as log:
+        summary = convert_bag(log, out, version=version, progress=_progress_printer("converting"))
+    console.print(
+        f"[green]✓[/] wrote {summary.n_samples} samples, {sum(summary.n_sample_data.values())} messages "
+        f"({sum(summary.n_sample_data.values()) + summary.n_keyframe_copies} sample_data rows), "
+        f"{summary.n_annotations} annotations to [bold]{out}[/] in {time.perf_counter() - start:.1f} s"
+    )
+    if summary.skipped_frames or summary.skipped_messages:
+        console.print(
+            f"[yellow]skipped[/] {summary.skipped_frames} frames and {summary.skipped_messages} "
+            "messages without an ego pose (see the log messages with -v)"
+        )
+
+
+# ---- sync-report (issue 5) -------------------------------------------------------------------
+
+
+@app.command("sync-report")
+def sync_report_cmd(
+    log_path: Annotated[
+        Path, typer.Argument(metavar="LOG", help="A log: nuScenes-style root, bag, MCAP ...")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to write sync_report.json into (format_version 1)."),
+    ] = None,
+    rig: Annotated[
+        Path | None, typer.Option("--rig", help="Rig YAML (sensors, extrinsics) for bags.")
+    ] = None,
+    ref: Annotated[
+        str | None,
+        typer.Option("--ref", help="Reference sensor (default: the first LiDAR)."),
+    ] = None,
+    tolerance_ms: Annotated[
+        float, typer.Option("--tolerance-ms", help="Pair matching tolerance in milliseconds.")
+    ] = 50.0,
+    gap_factor: Annotated[
+        float, typer.Option("--gap-factor", help="A gap is a period > this × the median period.")
+    ] = 1.5,
+) -> None:
+    """Report stream timing (rate, jitter, gaps, drops, duplicates, reversals, pose coverage)
+    and the time differences of every sensor matched to the reference sensor."""
+    from avfusion.calibration.syncreport import sync_report, write_sync_report
+    from avfusion.errors import ConfigError
+    from avfusion.io import open_log
+
+    if not np.isfinite(tolerance_ms) or tolerance_ms < 0:
+        raise ConfigError(f"--tolerance-ms must be a finite number >= 0, got {tolerance_ms}")
+    if not np.isfinite(gap_factor) or gap_factor <= 1.0:
+        raise ConfigError(f"--gap-factor must be a finite number > 1, got {gap_factor}")
+    log = open_log(log_path, rig=rig)
+    report = sync_report(
+        log,
+        ref_sensor=ref,
+        tolerance_ns=round(tolerance_ms * 1e6),
+        gap_factor=gap_factor,
+        name=str(log_path),
+    )
+    _print_sync_report(report)
+    if out is not None:
+        path = write_sync_report(report, out)
+        console.print(f"[green]✓[/] wrote {path}")
+
+
+def _print_sync_report(report: Any) -> None:
+    def ms(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value / 1e6:.{digits}f}"
+
+    table = Table(title=f"streams of {report.log}")
+    table.add_column("sensor", no_wrap=True)
+    for col in ("n", "Hz", "jitter σ ms", "gap/drop", "dup/rev", "rec delay ms", "poses"):
+        table.add_column(col)
+    for name, s in report.streams.items():
+        delay = s.record_delay
+        cov = s.pose_coverage
+        table.add_row(
+            name,
+            str(s.count),
+            "-" if s.rate_hz is None else f"{s.rate_hz:.2f}",
+            ms(s.jitter_std_ns, 2),
+            f"{len(s.gaps)}/{s.drops}",
+            f"{s.duplicates.size}/{s.reversals.size}",
+            "-" if delay is None else f"{ms(delay['median_ns'])}/{ms(delay['max_ns'])}",
+            "-" if cov is None or cov["fraction"] is None else f"{100 * cov['fraction']:.0f}%",
+        )
+    console.print(table)
+    pairs = Table(title=f"matched to {report.ref_sensor} (nearest, ego clock, Δt = other − ref)")
+    pairs.add_column("sensor", no_wrap=True)
+    for col in ("matched", "tol ms", "Δt median ms", "Δt p5/p95 ms", "max |Δt| ms"):
+        pairs.add_column(col)
+    for p in report.pairs:
+        pairs.add_row(
+            p.other,
+            f"{p.n_matched}/{p.n_ref}",
+            f"{p.tolerance_ns / 1e6:g}",
+            ms(p.dt_median_ns),
+            f"{ms(p.dt_p5_ns)}/{ms(p.dt_p95_ns)}",
+            ms(p.dt_max_abs_ns),
+        )
+    console.print(pairs)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 def main() -> None:

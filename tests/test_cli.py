@@ -18,7 +18,7 @@ def test_version_and_help() -> None:
     assert res.exit_code == 0 and f"avfusion {avfusion.__version__}" in res.output
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for verb in ("demo", "synth", "info"):
+    for verb in ("demo", "synth", "info", "sync-report"):
         assert verb in res.output
 
 
@@ -49,3 +49,87 @@ def test_info_on_the_real_nuscenes_keyframe(realdata: object) -> None:
     res = runner.invoke(app, ["info", str(root)])
     assert res.exit_code == 0, res.output
     assert "CAM_FRONT" in res.output and "LIDAR_TOP" in res.output and "1 frames" in res.output
+
+
+# ---- sync-report (issue 5) -------------------------------------------------------------------
+
+
+def test_sync_report_on_sample_data(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from avfusion.synth import ensure_sample_data
+
+    root = ensure_sample_data(Path(__file__).resolve().parents[1] / "sample_data")
+    out = Path(str(tmp_path)) / "report"
+    res = runner.invoke(app, ["sync-report", str(root), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "LIDAR_TOP" in res.output and "THERMAL_FRONT" in res.output
+    data = json.loads((out / "sync_report.json").read_text())
+    assert data["format_version"] == 1 and data["ref_sensor"] == "LIDAR_TOP"
+    streams = data["streams"]
+    rates = {"LIDAR_TOP": 20.0, "CAM_FRONT": 12.0, "RADAR_FRONT": 13.0, "THERMAL_FRONT": 9.0}
+    for name, hz in rates.items():
+        assert abs(streams[name]["rate_hz"] - hz) < 0.05, (name, streams[name]["rate_hz"])
+    for name, s in streams.items():
+        assert s["drops"] == 0 and s["gaps"]["count"] == 0, name
+        assert s["duplicates"]["count"] == 0 and s["reversals"]["count"] == 0, name
+        assert s["pose_coverage"]["fraction"] == 1.0, name
+    # LiDAR jitter σ 20 µs per stamp -> period σ ≈ 28 µs; radar 800 µs -> ≈ 1.1 ms.
+    assert streams["LIDAR_TOP"]["jitter_std_ns"] < 50_000
+    assert 0.5e6 < streams["RADAR_FRONT"]["jitter_std_ns"] < 2e6
+    pairs = {p["other"]: p for p in data["pairs"]}
+    assert set(pairs) == set(streams) - {"LIDAR_TOP"}
+    assert pairs["CAM_FRONT"]["match_rate"] == 1.0
+    assert all(p["dt_max_abs_ns"] <= 50_000_000 for p in pairs.values())
+    assert any("NuScenesLog" in n for n in data["notes"])  # the reader sorts its streams
+
+
+def test_sync_report_on_the_real_nuscenes_keyframe(realdata: object, tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from avfusion.errors import SyncError
+
+    root = Path(str(realdata)) / "nuscenes-keyframe"
+    out = Path(str(tmp_path))
+    res = runner.invoke(app, ["sync-report", str(root), "--out", str(out), "--tolerance-ms", "40"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "sync_report.json").read_text())
+    assert all(s["count"] == 1 and s["rate_hz"] is None for s in data["streams"].values())
+    pairs = {p["other"]: p for p in data["pairs"]}
+    assert pairs["CAM_FRONT"]["dt_median_ns"] == -35_491_000  # camera 35.5 ms before the LiDAR
+    assert pairs["CAM_FRONT_LEFT"]["n_matched"] == 0  # -43.1 ms: outside the 40 ms tolerance
+    res = runner.invoke(app, ["sync-report", str(root), "--ref", "GPS"])
+    assert res.exit_code != 0 and isinstance(res.exception, SyncError)
+    assert "reference sensor 'GPS'" in str(res.exception)
+
+
+def test_info_on_the_real_ouster_bag_suggests_a_rig(realdata: object, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from avfusion.io.rig import load_rig
+
+    bag = (
+        Path(str(realdata)) / "virtual-vehicle__pointcloudset/tests/testdata/test.derived_ros1.bag"
+    )
+    rig_file = Path(str(tmp_path)) / "rig.yaml"
+    res = runner.invoke(app, ["info", str(bag), "--rig-out", str(rig_file)])
+    assert res.exit_code == 0, res.output
+    for text in ("/os1_cloud_node/points", "/os1_node/lidar_packets", "os1_sensor→os1_lidar"):
+        assert text in res.output
+    assert "NO POSE SOURCE" in res.output and "source: none" in res.output
+    rig = load_rig(rig_file)
+    assert rig.reference_sensor == "os1_lidar" and rig.pose.source == "none"
+    res = runner.invoke(app, ["info", str(bag), "--rig", str(rig_file)])
+    assert res.exit_code == 0, res.output
+    assert "2 frames" in res.output
+    res = runner.invoke(app, ["convert", str(bag), "--out", str(Path(str(tmp_path)) / "out")])
+    assert res.exit_code != 0 and "--rig" in res.output
+
+
+def test_convert_is_a_verb() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "convert" in res.output
+    res = runner.invoke(app, ["convert", "--help"])
+    assert res.exit_code == 0 and "--rig" in res.output and "--out" in res.output

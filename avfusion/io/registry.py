@@ -42,11 +42,25 @@ def _is_rosbag2(p: Path) -> bool:
 
 
 def _is_kitti(p: Path) -> bool:
-    return p.is_dir() and (
-        (p / "velodyne").is_dir()
-        or (p / "training" / "velodyne").is_dir()
-        or (p / "velodyne_points").is_dir()
-    )
+    from avfusion.io.kitti import is_kitti_object, is_kitti_raw
+
+    return is_kitti_object(p) or is_kitti_raw(p)
+
+
+def _open_kitti(p: Path, rig: str | os.PathLike[str] | None) -> Log:
+    from avfusion.io.kitti import open_kitti
+
+    if rig is not None:
+        raise ConfigError(
+            f"{p}: a rig file applies to bags; a KITTI folder carries its own calibration"
+        )
+    return open_kitti(p)
+
+
+def _open_bag(p: Path, rig: str | os.PathLike[str] | None) -> Log:
+    from avfusion.io.rosbag import open_bag
+
+    return open_bag(p, rig)  # without a rig: ConfigError suggesting `avfusion info --rig-out`
 
 
 def _open_nuscenes(p: Path, rig: str | os.PathLike[str] | None) -> Log:
@@ -76,10 +90,15 @@ FORMATS: tuple[LogFormat, ...] = (
         _is_nuscenes,
         _open_nuscenes,
     ),
-    LogFormat("ros1", "ROS 1 .bag", _is_ros1_bag, None),
-    LogFormat("mcap", "MCAP .mcap", _is_mcap, None),
-    LogFormat("rosbag2", "rosbag2 folder (metadata.yaml)", _is_rosbag2, None),
-    LogFormat("kitti", "KITTI object/raw folder (velodyne/)", _is_kitti, None),
+    LogFormat("ros1", "ROS 1 .bag", _is_ros1_bag, _open_bag),
+    LogFormat("mcap", "MCAP .mcap", _is_mcap, _open_bag),
+    LogFormat("rosbag2", "rosbag2 folder (metadata.yaml)", _is_rosbag2, _open_bag),
+    LogFormat(
+        "kitti",
+        "KITTI object/raw folder (velodyne/, training/velodyne/, or a raw drive with velodyne_points/)",
+        _is_kitti,
+        _open_kitti,
+    ),
 )
 
 
@@ -95,7 +114,8 @@ def detect_format(path: str | os.PathLike[str]) -> LogFormat | None:
 def _known() -> str:
     readable = [f.description for f in FORMATS if f.open is not None]
     planned = [f.description for f in FORMATS if f.open is None]
-    return f"readable: {'; '.join(readable)}; recognised, reader not yet available: {'; '.join(planned)}"
+    later = f"; recognised, reader not yet available: {'; '.join(planned)}" if planned else ""
+    return f"readable: {'; '.join(readable)}{later}"
 
 
 def open_log(path: str | os.PathLike[str], rig: str | os.PathLike[str] | None = None) -> Log:

@@ -16,7 +16,9 @@ topic                             type                            content
 ``/<channel>/camera_info``        sensor_msgs/CameraInfo          K, D (plumb_bob = OpenCV k1 k2 p1 p2 k3), P
 ``/tf_static``                    tf2_msgs/TFMessage              base_link → each sensor (the believed
                                                                   calibration, as in calibrated_sensor)
-``/tf``                           tf2_msgs/TFMessage              map → base_link at 100 Hz (ego clock)
+``/tf``                           tf2_msgs/TFMessage              map → base_link at 200 Hz (ego clock): every
+                                                                  sample of the truth trajectory, so slerp+lerp
+                                                                  between them reproduces the ego_pose rows
 ================================  ==============================  =======================================
 
 Header stamps and record times are the sample_data timestamps (each sensor's own clock), as in
@@ -49,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 _POINTFIELD = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3, np.dtype(np.uint16): 4,
                np.dtype(np.int32): 5, np.dtype(np.uint32): 6, np.dtype(np.float32): 7, np.dtype(np.float64): 8}  # fmt: skip
-TF_RATE_HZ = 100
+#: /tf rate: the truth trajectory's own rate (``world.EGO_POSE_RATE_HZ``), so a reader that
+#: interpolates /tf gets exactly the poses the nuScenes ``ego_pose`` rows hold.
+TF_RATE_HZ = 200
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,17 @@ def test_rig_is_for_bags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"),
+    ("name", "fmt", "error", "message"),
     [
-        ("drive.bag", "ROS 1 .bag"),
-        ("drive.mcap", "MCAP .mcap"),
-        ("bag2", "rosbag2 folder"),
-        ("kitti", "KITTI object/raw folder"),
+        ("drive.bag", "ros1", ConfigError, r"drive\.bag: .*needs a rig file.*avfusion info"),
+        ("drive.mcap", "mcap", ConfigError, r"drive\.mcap: .*needs a rig file.*avfusion info"),
+        ("bag2", "rosbag2", ConfigError, r"bag2: .*needs a rig file.*avfusion info"),
+        ("kitti", "kitti", LogFormatError, r"velodyne: no velodyne scans"),
     ],
 )
-def test_future_formats_are_recognised_and_refused(tmp_path: Path, name: str, kind: str) -> None:
+def test_other_formats_are_detected_and_opened_by_their_reader(
+    tmp_path: Path, name: str, fmt: str, error: type[Exception], message: str
+) -> None:
     p = tmp_path / name
     if name.endswith((".bag", ".mcap")):
         p.write_bytes(b"\x00")
@@ -52,10 +54,9 @@ def test_future_formats_are_recognised_and_refused(tmp_path: Path, name: str, ki
         (p / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
     else:
         (p / "training" / "velodyne").mkdir(parents=True)
-    with pytest.raises(
-        LogFormatError,
-        match=rf"{name}: looks like a {kind}.*reader is not available yet.*readable: nuScenes-style root",
-    ):
+    detected = detect_format(p)
+    assert detected is not None and detected.name == fmt
+    with pytest.raises(error, match=message):
         open_log(p)
 
 
