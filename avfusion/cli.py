@@ -36,7 +36,6 @@ DEFAULT_SAMPLE_DATA = Path("sample_data")
 #: The stages of the main job, in order, with the issue that builds each. `demo` runs the ones
 #: that exist and names the rest; the list shrinks as the work lands.
 NOT_BUILT_YET: list[tuple[str, str]] = [
-    ("sync report, LiDAR deskew, clock-offset estimation", "issue 5"),
     ("motion-compensated projection, depth maps, painting", "issue 6"),
     ("occupancy ground truth", "issue 7"),
     ("calibration check", "issue 8"),
@@ -277,11 +276,63 @@ def demo(
             f"  {len(agg)} points from {int(agg.attrs['sweep'].max()) + 1} sweeps in LIDAR_TOP at t={agg.t_ns} ns"
         )
     _demo_stream_matching(log)
+    outputs = data / "outputs"
+    _demo_time_sync(log, outputs)
     for stage, issue in NOT_BUILT_YET:
         console.print(f"[yellow]•[/] {stage}: not built yet ({issue})")
     console.print(
-        f"demo finished in {time.perf_counter() - start:.1f} s; outputs: {data.resolve()}"
+        f"demo finished in {time.perf_counter() - start:.1f} s; log: {nuscenes_root.resolve()}; "
+        f"outputs: {outputs.resolve()}"
     )
+
+
+def _demo_time_sync(log: Any, outputs: Path) -> None:
+    """Sync report, deskew of one sweep and clock offsets estimated from the data."""
+    import json
+
+    from avfusion.calibration.clockoffset import estimate_clock_offsets
+    from avfusion.calibration.syncreport import sync_report, write_sync_report
+    from avfusion.fusion.deskew import deskew_cloud
+
+    with _stage("sync report"):
+        path = write_sync_report(sync_report(log), outputs)
+    console.print(f"  {path}")
+    lidar = next((n for n, s in sorted(log.sensors.items()) if s.modality == "lidar"), None)
+    if lidar is not None and hasattr(log, "frame"):
+        mid = len(log) // 2
+        cloud = log.frame(mid, with_boxes=False).points.get(lidar)
+        if cloud is not None and "point_time_ns" in cloud.attrs:
+            with _stage(f"deskew the {lidar} sweep of keyframe {mid}"):
+                moved = np.linalg.norm(deskew_cloud(cloud, log.poses).xyz - cloud.xyz, axis=1)
+            console.print(
+                f"  {len(cloud)} points moved to the sweep time: mean {100 * moved.mean():.1f} cm, "
+                f"max {100 * moved.max():.1f} cm"
+            )
+    cameras = [n for n, s in sorted(log.sensors.items()) if s.is_image]
+    if lidar is None or not cameras:
+        return
+    with _stage(f"estimate the clock offsets of {len(cameras)} cameras from the data"):
+        estimates = estimate_clock_offsets(log, cameras, lidar=lidar)
+    table = Table(title=f"clock offsets relative to {lidar} (t_ego = t_stamp + offset)")
+    for col in ("sensor", "believed (ms)", "estimated (ms)", "± (ms)", "confidence"):
+        table.add_column(col)
+    for name, est in estimates.items():
+        if est.observable and est.offset_ns is not None:
+            table.add_row(
+                name, f"{est.believed_offset_ns / 1e6:.1f}", f"{est.offset_ns / 1e6:+.2f}",
+                f"{(est.std_ns or 0) / 1e6:.2f}", f"{est.confidence:.2f}",
+            )  # fmt: skip
+        else:
+            table.add_row(
+                name, f"{est.believed_offset_ns / 1e6:.1f}", "not observable", "-", est.reason
+            )
+    console.print(table)
+    outputs.mkdir(parents=True, exist_ok=True)
+    path = outputs / "clock_offsets.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({n: e.as_dict() for n, e in estimates.items()}, indent=1) + "\n")
+    tmp.replace(path)
+    console.print(f"  {path}")
 
 
 def _demo_stream_matching(log: Any) -> None:

@@ -442,6 +442,10 @@ class Log(ABC):
     Subclasses implement ``sensors``, ``__len__``, ``__getitem__``, ``timestamps`` and ``poses``.
     """
 
+    #: Whether ``timestamps`` keeps the recorded order (so duplicates and reversals show).
+    #: Readers that sort their streams set it to False.
+    timestamps_are_raw: bool = True
+
     @property
     @abstractmethod
     def sensors(self) -> Mapping[str, Sensor]:

@@ -15,7 +15,7 @@ key says otherwise; a value that cannot be computed is ``null``::
       "format_version": 1,
       "log": str,                       # what was analysed (path or repr)
       "reader": str,                    # class name of the Log
-      "timestamps_raw": bool | null,    # whether the reader keeps the recorded order
+      "timestamps_raw": bool,           # whether the reader keeps the recorded order
       "ref_sensor": str,
       "gap_factor": float,              # a gap is a period > gap_factor × median period
       "pose_track": {"start_ns", "end_ns", "count"} | null,
@@ -98,10 +98,6 @@ DEFAULT_GAP_FACTOR = 1.5
 #: Default matching tolerance for sensor pairs (as the demo's stream matching): 50 ms.
 DEFAULT_TOLERANCE_NS = 50_000_000
 MAX_POSITIONS = 1000
-#: Readers known to return each stream sorted by time (they should say so with a
-#: ``timestamps_are_raw = False`` attribute; this covers the ones that do not yet).
-_SORTING_READERS = {"NuScenesLog": "it sorts each channel's sample_data rows by timestamp"}
-
 I64 = npt.NDArray[np.int64]
 
 
@@ -212,7 +208,7 @@ class SyncReport:
 
     log: str
     reader: str
-    timestamps_raw: bool | None
+    timestamps_raw: bool
     ref_sensor: str
     gap_factor: float
     pose_track: dict[str, int] | None
@@ -406,20 +402,10 @@ def sync_report(
     """
     notes: list[str] = []
     reader = type(log).__name__
-    declared = getattr(log, "timestamps_are_raw", None)
-    timestamps_raw: bool | None = None if declared is None else bool(declared)
-    if timestamps_raw is None and reader in _SORTING_READERS:
-        timestamps_raw = False
-    if timestamps_raw is False:
-        why = _SORTING_READERS.get(reader, "it returns each stream sorted by time")
+    if not log.timestamps_are_raw:
         notes.append(
-            f"{reader} does not keep the recorded order of stamps ({why}): "
+            f"{reader} returns each stream sorted by time: "
             "reversed stamps cannot be seen in this report; duplicates can"
-        )
-    elif timestamps_raw is None:
-        notes.append(
-            f"{reader} does not declare whether its timestamps keep the recorded order "
-            "(attribute timestamps_are_raw); reversals are visible only if they do"
         )
 
     try:
@@ -516,7 +502,7 @@ def sync_report(
     return SyncReport(
         log=repr(log) if name is None else name,
         reader=reader,
-        timestamps_raw=timestamps_raw,
+        timestamps_raw=bool(log.timestamps_are_raw),
         ref_sensor=ref,
         gap_factor=float(gap_factor),
         pose_track=pose_track,

@@ -82,6 +82,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Per-point capture time attribute (ns relative to the cloud's ``t_ns``); see ``types.PointCloud``.
+POINT_TIME_ATTR = "point_time_ns"
+
 NUSCENES_TABLES: tuple[str, ...] = (
     "attribute",
     "calibrated_sensor",
@@ -529,6 +532,9 @@ class NuScenesLog(Log):
     timestamp when a sample has no such channel). ``radar_filters`` (default: none) filters
     every radar cloud the log returns.
     """
+
+    #: Streams are sorted by time (sample_data rows carry no recording order).
+    timestamps_are_raw = False
 
     def __init__(
         self,
@@ -1009,6 +1015,9 @@ class NuScenesLog(Log):
                     f"{seg}: {labels.size} lidarseg labels for {len(cloud)} points of sample_data {sd_token}"
                 )
             attrs["lidarseg"] = labels
+        times = self._point_times(path, sensor, len(cloud), sd_token)
+        if times is not None:
+            attrs[POINT_TIME_ATTR] = times
         pose = self._ego_pose_of(sd) if with_pose else None
         out = PointCloud(cloud.xyz, sensor, t_ns, attrs, pose, sd_token)
         filters = radar_filters if radar_filters is not None else self.radar_filters
@@ -1018,6 +1027,30 @@ class NuScenesLog(Log):
             except LogFormatError as exc:
                 raise LogFormatError(f"{path}: sample_data {sd_token}: {exc}") from exc
         return out
+
+    def _point_times(
+        self, path: Path, sensor: Sensor, n_points: int, sd_token: str
+    ) -> npt.NDArray[np.int32] | None:
+        """Per-point capture times (int32 ns relative to the stamp) from ``<file>.time.bin``,
+        when ``avfusion_sensor.json`` declares ``per_point_time`` for this LiDAR."""
+        spec = self.sensor_extras.get(sensor.name, {}).get("per_point_time")
+        if not spec:
+            return None
+        suffix = (
+            str(spec.get("file_suffix", ".time.bin")) if isinstance(spec, dict) else ".time.bin"
+        )
+        times_path = path.with_name(path.name + suffix)
+        if not times_path.is_file():
+            raise LogFormatError(
+                f"{times_path}: per-point times of sample_data {sd_token} ({sensor.name}) are missing "
+                "(avfusion_sensor.json declares per_point_time)"
+            )
+        times = np.fromfile(times_path, dtype="<i4")
+        if times.size != n_points:
+            raise LogFormatError(
+                f"{times_path}: {times.size} per-point times for {n_points} points of sample_data {sd_token}"
+            )
+        return times.astype(np.int32, copy=False)
 
     def load_image(self, sd_token: str) -> Image:
         """The (lazily decoded) image of one camera/thermal sample_data row."""

@@ -303,10 +303,10 @@ def test_sync_report_errors_and_reader_notes() -> None:
     cam_ref = sync_report(log, ref_sensor="CAM_FRONT")
     assert cam_ref.ref_sensor == "CAM_FRONT" and len(cam_ref.pairs) == 2
 
-    class NuScenesLog(FakeLog):  # a reader known to sort its streams
-        timestamps_are_raw = None  # type: ignore[assignment]
+    class SortingLog(FakeLog):  # a reader that sorts its streams says so
+        timestamps_are_raw = False
 
-    sorted_log = NuScenesLog({"LIDAR_TOP": regular(3, MS)}, None)
+    sorted_log = SortingLog({"LIDAR_TOP": regular(3, MS)}, None)
     report = sync_report(sorted_log)
     assert report.timestamps_raw is False
     assert any("reversed stamps cannot be seen" in n for n in report.notes)

@@ -327,15 +327,8 @@ def test_deskew_brings_a_logged_sweep_onto_the_true_surfaces(sample_log: Path) -
         cloud = log.load_points(token)
         path = log.blob_path(log.get("sample_data", token)["filename"], token)
         times = np.fromfile(f"{path}.time.bin", dtype="<i4")
-        assert times.shape == (len(cloud),)
-        cloud = PointCloud(
-            cloud.xyz,
-            cloud.sensor,
-            cloud.t_ns,
-            {**cloud.attrs, POINT_TIME_ATTR: times},
-            cloud.world_from_ego,
-            token,
-        )
+        # the reader exposes the per-point times that avfusion_sensor.json declares
+        np.testing.assert_array_equal(cloud.attrs[POINT_TIME_ATTR], times)
         deskewed = deskew_cloud(cloud, log.poses)
         t_true = int(true_times[token]["t_true_ns"])
         d0, _, hit0 = point_to_surface_m(cloud.xyz, times, t_true, truth, ego_from_lidar, world)
@@ -354,3 +347,19 @@ def test_deskew_brings_a_logged_sweep_onto_the_true_surfaces(sample_log: Path) -
         assert before > 4 * noise_level, results
         assert after == pytest.approx(noise_level, rel=0.1), results
         assert float(np.percentile(d1[both], 99.5)) < 4 * sigma, results
+
+
+def test_reader_names_missing_or_short_per_point_times(sample_log: Path, tmp_path: Path) -> None:
+    from avfusion.errors import LogFormatError
+    from avfusion.io import NuScenesLog
+
+    log = NuScenesLog(sample_log)
+    lidar = log.sensors["LIDAR_TOP"]
+    fake = tmp_path / "sweep.pcd.bin"
+    with pytest.raises(
+        LogFormatError, match=r"sweep\.pcd\.bin\.time\.bin: per-point times .* missing"
+    ):
+        log._point_times(fake, lidar, 10, "tok")
+    np.zeros(9, "<i4").tofile(f"{fake}.time.bin")
+    with pytest.raises(LogFormatError, match=r"9 per-point times for 10 points of sample_data tok"):
+        log._point_times(fake, lidar, 10, "tok")
