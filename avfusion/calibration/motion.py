@@ -21,10 +21,8 @@ stamp asked, and how far outside the track it lies.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import numpy as np
-
+from avfusion.calibration.timesync import int_ns
 from avfusion.calibration.transforms import Trajectory, Transform
 from avfusion.errors import SyncError
 from avfusion.types import Image, PointCloud, Sensor
@@ -41,14 +39,6 @@ logger = logging.getLogger(__name__)
 Observation = PointCloud | Image
 
 
-def _int_ns(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SyncError(
-            f"{what}: time must be integer nanoseconds, got {type(value).__name__} {value!r}"
-        )
-    return int(value)
-
-
 def ego_pose_at_stamp(
     poses: Trajectory, sensor: Sensor, t_stamp_ns: int, *, tolerance_ns: int = 0
 ) -> Transform:
@@ -57,8 +47,8 @@ def ego_pose_at_stamp(
     Raises ``SyncError`` naming the sensor, the stamp, its ego-clock time and how far outside the
     pose track it lies, when that is further than ``tolerance_ns``.
     """
-    stamp = _int_ns(t_stamp_ns, f"pose of '{sensor.name}'")
-    tol = _int_ns(tolerance_ns, f"pose of '{sensor.name}': tolerance_ns")
+    stamp = int_ns(t_stamp_ns, f"pose of '{sensor.name}'")
+    tol = int_ns(tolerance_ns, f"pose of '{sensor.name}': tolerance_ns")
     if tol < 0:
         raise SyncError(f"pose of '{sensor.name}': tolerance_ns must be >= 0, got {tol}")
     t_ego = stamp + sensor.time_offset_ns

@@ -25,6 +25,7 @@ __all__ = [
     "check_monotonic",
     "duplicate_positions",
     "find_gaps",
+    "int_ns",
     "match_interpolate",
     "match_latest_before",
     "match_nearest",
@@ -67,6 +68,16 @@ class InterpolationMatch:
     @property
     def matched(self) -> npt.NDArray[np.bool_]:
         return self.before >= 0
+
+
+def int_ns(value: object, what: str) -> int:
+    """One time or duration as a Python int of nanoseconds; ``SyncError`` for anything else
+    (floats, bools, strings), naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise SyncError(
+            f"{what}: time must be integer nanoseconds, got {type(value).__name__} {value!r}"
+        )
+    return int(value)
 
 
 def _as_ns(values: npt.ArrayLike, what: str) -> I64:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from avfusion.calibration.timesync import int_ns
 from avfusion.calibration.transforms import Trajectory, Transform
 from avfusion.errors import AVFusionError, SyncError
 from avfusion.fusion.kernels import deskew_points_kernel
@@ -40,14 +41,6 @@ logger = logging.getLogger(__name__)
 POINT_TIME_ATTR = "point_time_ns"
 #: Name of the per-point capture time in a *deskewed* cloud (int64, ns relative to its ``t_ns``).
 CAPTURE_TIME_ATTR = "capture_time_ns"
-
-
-def _int_ns(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SyncError(
-            f"{what}: time must be integer nanoseconds, got {type(value).__name__} {value!r}"
-        )
-    return int(value)
 
 
 def deskew(
@@ -97,10 +90,10 @@ def deskew(
         raise AVFusionError(
             f"{what}: ego_from_sensor must be a Transform, got {type(ego_from_sensor).__name__}"
         )
-    t_ref = _int_ns(t_ref_ns, f"{what} t_ref_ns")
-    offset = _int_ns(time_offset_ns, f"{what} time_offset_ns")
-    t_target = t_ref if t_target_ns is None else _int_ns(t_target_ns, f"{what} t_target_ns")
-    tol = _int_ns(tolerance_ns, f"{what} tolerance_ns")
+    t_ref = int_ns(t_ref_ns, f"{what} t_ref_ns")
+    offset = int_ns(time_offset_ns, f"{what} time_offset_ns")
+    t_target = t_ref if t_target_ns is None else int_ns(t_target_ns, f"{what} t_target_ns")
+    tol = int_ns(tolerance_ns, f"{what} tolerance_ns")
     if tol < 0:
         raise SyncError(f"{what}: tolerance_ns must be >= 0, got {tol}")
 
@@ -178,7 +171,7 @@ def deskew_cloud(
         raise SyncError(
             f"{what}: the cloud has no per-point time attribute '{time_attr}' (attributes: {have})"
         )
-    t_target = cloud.t_ns if t_target_ns is None else _int_ns(t_target_ns, f"{what} t_target_ns")
+    t_target = cloud.t_ns if t_target_ns is None else int_ns(t_target_ns, f"{what} t_target_ns")
     xyz = deskew(
         cloud.xyz,
         cloud.attrs[time_attr],

@@ -74,6 +74,7 @@ import numpy.typing as npt
 from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Trajectory, Transform, quaternion_from_matrix
 from avfusion.errors import AVFusionError, CalibrationError, LogFormatError
+from avfusion.io.imagefile import read_image_file
 from avfusion.types import Boxes2D, Boxes3D, Frame, Image, Log, PointCloud, Sensor
 
 __all__ = [
@@ -526,25 +527,6 @@ def read_velodyne_bin(
     )
 
 
-def _decode_image(path: Path) -> npt.NDArray[Any]:
-    import cv2
-
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError as exc:
-        raise LogFormatError(f"{path}: image is missing") from exc
-    except OSError as exc:
-        raise LogFormatError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-    if img is None:
-        raise LogFormatError(f"{path}: not a decodable image (corrupt or truncated)")
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return img
-
-
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from a PNG header (24 bytes); other formats are decoded."""
     try:
@@ -559,7 +541,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         if width > 0 and height > 0:
             return int(width), int(height)
         raise LogFormatError(f"{path}: PNG header gives an empty image ({width}x{height})")
-    img = _decode_image(path)
+    img = read_image_file(path)
     return int(img.shape[1]), int(img.shape[0])
 
 
@@ -974,7 +956,7 @@ class KittiObjectLog(Log):
                 sensors[name],
                 t_ns,
                 pose,
-                loader=lambda path=path: _decode_image(path),  # type: ignore[misc]
+                loader=lambda path=path: read_image_file(path),  # type: ignore[misc]
                 path=str(path),
                 token=fid,
             )
@@ -1195,7 +1177,7 @@ class KittiRawLog(Log):
                 self._sensors[name],
                 t_img,
                 self._pose(t_img),
-                loader=lambda path=path: _decode_image(path),  # type: ignore[misc]
+                loader=lambda path=path: read_image_file(path),  # type: ignore[misc]
                 path=str(path),
                 token=token,
             )

@@ -68,6 +68,7 @@ from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Trajectory, Transform, matrix_from_quaternion
 from avfusion.errors import AVFusionError, CalibrationError, LogFormatError
 from avfusion.io._kernels import SweepStack, filter_transform_sweeps
+from avfusion.io.imagefile import read_image_file
 from avfusion.io.pcd import RadarFilterResult, radar_filter, read_pcd
 from avfusion.types import Boxes2D, Boxes3D, Frame, Image, Log, PointCloud, Sensor
 
@@ -464,23 +465,6 @@ def _map_lidar_bin(path: Path, dims: int = _LIDAR_DIMS) -> npt.NDArray[np.float3
     except (OSError, ValueError) as exc:
         raise LogFormatError(f"{path}: cannot read LiDAR file: {exc}") from exc
     return np.frombuffer(view, dtype="<f4").reshape(-1, dims)
-
-
-def _decode_image(path: Path) -> npt.NDArray[Any]:
-    import cv2
-
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise LogFormatError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-    if img is None:
-        raise LogFormatError(f"{path}: not a decodable image (corrupt or truncated)")
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return img
 
 
 @dataclass(frozen=True)
@@ -1063,7 +1047,7 @@ class NuScenesLog(Log):
                 raise LogFormatError(
                     f"{path}: image of sample_data {sd_token} ({sensor.name}) is missing"
                 )
-            return _decode_image(path)
+            return read_image_file(path)
 
         return Image(
             sensor,
