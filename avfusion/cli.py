@@ -365,19 +365,39 @@ def convert(
     rig: Annotated[Path, typer.Option("--rig", help="Rig YAML mapping topics to sensors.")],
     out: Annotated[Path, typer.Option("--out", help="Empty folder for the nuScenes-style log.")],
     version: Annotated[str, typer.Option(help="Table folder name (v1.0-*).")] = "v1.0-mini",
+    keyframe_hz: Annotated[
+        float,
+        typer.Option(
+            "--keyframe-hz",
+            min=0.0,
+            help="Samples (keyframes) per second: the reference frames nearest a grid at this rate, "
+            "plus every labelled frame. 0 = every reference frame.",
+        ),
+    ] = 2.0,
 ) -> None:
-    """Convert a bag into a nuScenes-style log (one sample per reference-sensor frame)."""
+    """Convert a bag into a nuScenes-style log: one sample_data row per message, samples at
+    --keyframe-hz (2 Hz, as nuScenes) plus the labelled frames."""
     from avfusion.io.convert import convert_bag
     from avfusion.io.rosbag import BagLog
 
     start = time.perf_counter()
     with BagLog(bag, rig) as log:
-        summary = convert_bag(log, out, version=version, progress=_progress_printer("converting"))
+        summary = convert_bag(
+            log, out, version=version, keyframe_hz=keyframe_hz,
+            progress=_progress_printer("converting"),
+        )  # fmt: skip
     console.print(
-        f"[green]✓[/] wrote {summary.n_samples} samples, {sum(summary.n_sample_data.values())} messages "
-        f"({sum(summary.n_sample_data.values()) + summary.n_keyframe_copies} sample_data rows), "
+        f"[green]✓[/] wrote {summary.n_samples} samples, {sum(summary.n_sample_data.values())} sample_data rows "
+        f"({sum(summary.n_keyframes.values())} keyframes), "
         f"{summary.n_annotations} annotations to [bold]{out}[/] in {time.perf_counter() - start:.1f} s"
     )
+    if summary.n_shared_skipped:
+        boxes = f"; {summary.skipped_box2d} 2D boxes not written" if summary.skipped_box2d else ""
+        console.print(
+            f"[yellow]shared[/] {sum(summary.n_shared_skipped.values())} keyframe selections name "
+            f"another sample's keyframe; those samples list the channel as missing "
+            f"{summary.n_shared_skipped}{boxes}"
+        )
     if summary.skipped_frames or summary.skipped_messages:
         console.print(
             f"[yellow]skipped[/] {summary.skipped_frames} frames and {summary.skipped_messages} "

@@ -1,13 +1,28 @@
 """Convert a bag (``BagLog``) into a nuScenes-style log written with ``NuScenesWriter``.
 
-``convert_bag(log, out_dir)`` writes one **sample per frame** of the bag (one per
-reference-sensor message) and one **sample_data row per message** of every rig sensor:
+``convert_bag(log, out_dir, keyframe_hz=2.0)`` writes **one sample_data row per message** of
+every rig sensor (each channel's rows form one ``prev``/``next`` chain in time order, as in
+nuScenes) and one **sample per keyframe**:
 
-* a message that frame *i* selected is a keyframe (``is_key_frame``) of sample *i*; a message
-  several frames selected (a 12 Hz camera matched by 20 Hz LiDAR frames) gets one keyframe row
-  per frame, all pointing at the same file (distinct tokens); a message no frame selected is a
-  sweep attached to the sample nearest in time;
-* timestamps are the header stamps (the sensor's own clock) in microseconds, as in nuScenes;
+* keyframes are frames of the bag (reference-sensor messages, see ``BagLog``). With
+  ``keyframe_hz`` (default 2 Hz, as nuScenes) they are the frames nearest in time to each tick
+  of a regular grid ``t0 + k / keyframe_hz`` (ego clock), where ``t0`` is the first frame with
+  an ego pose and the last tick is at or before the last such frame (ties go to the earlier
+  frame; a frame nearest to several ticks is one keyframe; see ``select_keyframes``);
+  ``keyframe_hz=None`` or ``0`` makes every frame with a pose a keyframe. **Labelled frames are
+  always keyframes** (nuScenes annotations live on samples), so the keyframes are the grid
+  frames ∪ the labelled frames (``n_label_keyframes`` counts the labelled ones the grid did not
+  select);
+* sample *i*'s keyframe of a channel is the message bag frame *i* selected (``log.assembly``),
+  written with ``is_key_frame`` under ``samples/``. A message is the keyframe of one sample at
+  most: when several samples selected it (keyframes closer together than the sensor's period,
+  e.g. ``keyframe_hz=0`` with 12 Hz cameras under a 20 Hz LiDAR), the earliest of them gets it,
+  except that labelled samples come first (so that 2D boxes stay on the image they were drawn
+  on); the others have no keyframe of that channel (the channel is missing in their frame),
+  and each such case is counted per channel in ``n_shared_skipped`` and logged. Every other
+  message is a sweep (``sweeps/``) attached to the sample nearest in (ego-clock) time;
+* timestamps are the header stamps (the sensor's own clock) in microseconds, as in nuScenes
+  (two messages of one sensor within the same microsecond cannot be told apart: refused);
   each row's ``ego_pose`` is ``world_from_ego`` at the message's exact ego-clock time (header
   stamp + ``time_offset_ns``), and ``avfusion_sensor.json`` records ``time_offset_ns``, the
   modality (thermal) and the distortion model;
@@ -18,18 +33,22 @@ reference-sensor message) and one **sample_data row per message** of every rig s
 * ``map.json``: one placeholder map (a 1×1 black PNG), because the devkit needs a map record;
 * labels (when the bag has them): ``sample_annotation`` rows for the labelled frames (visibility
   from the label when given, else level 4; ``num_radar_pts`` −1 when unknown) and
-  ``avfusion_box2d.json`` rows for the 2D boxes of the selected images.
+  ``avfusion_box2d.json`` rows for the 2D boxes of the sample's keyframe images (boxes of an
+  image that is another labelled sample's keyframe cannot be written: counted in
+  ``skipped_box2d`` and logged).
 
 Messages (or frames) with no ego pose within ``pose.max_extrapolation_ms`` cannot get an
-``ego_pose`` row: they are skipped, counted in the summary and logged.
+``ego_pose`` row: they are skipped, counted in the summary and logged. A converted sample
+reads back (``NuScenesLog``) as the bag's frame, except for the channels in
+``n_shared_skipped``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -45,26 +64,42 @@ from avfusion.io.nuscenes_writer import NuScenesWriter
 from avfusion.io.pcd import write_pcd
 from avfusion.io.rosbag import COMPRESSED_IMAGE, BagLog
 
-__all__ = ["ConvertSummary", "convert_bag"]
+__all__ = ["DEFAULT_KEYFRAME_HZ", "ConvertSummary", "convert_bag", "select_keyframes"]
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[..., object]
 
+#: nuScenes annotates keyframes at 2 Hz.
+DEFAULT_KEYFRAME_HZ = 2.0
+
 
 @dataclass
 class ConvertSummary:
-    """What ``convert_bag`` wrote and what it had to skip."""
+    """What ``convert_bag`` wrote and what it had to skip.
+
+    ``sample_frames`` are the bag frame indices of the samples, in sample order (converted sample
+    *j* is bag frame ``sample_frames[j]``). ``n_sample_data`` counts rows (= messages written) per
+    channel, ``n_keyframes`` the keyframe rows among them. ``n_shared_skipped`` counts, per
+    channel, the samples that list the channel as missing because the message their frame
+    selected is another sample's keyframe; ``skipped_box2d`` the 2D boxes not written for that
+    reason. ``n_label_keyframes`` counts labelled frames made keyframes beyond the grid.
+    """
 
     out: Path
     version: str
     n_samples: int
+    keyframe_hz: float | None = DEFAULT_KEYFRAME_HZ
+    sample_frames: list[int] = field(default_factory=list)
     n_sample_data: dict[str, int] = field(default_factory=dict)
-    n_keyframe_copies: int = 0  # extra keyframe rows for messages shared by several frames
+    n_keyframes: dict[str, int] = field(default_factory=dict)
+    n_shared_skipped: dict[str, int] = field(default_factory=dict)
+    n_label_keyframes: int = 0
     skipped_frames: int = 0
     skipped_messages: dict[str, int] = field(default_factory=dict)
     n_annotations: int = 0
     n_box2d: int = 0
+    skipped_box2d: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,15 +135,86 @@ def _lidar_bytes(xyz: npt.NDArray[Any], attrs: dict[str, npt.NDArray[Any]]) -> b
     return out.tobytes()
 
 
+def _check_keyframe_hz(keyframe_hz: float | None) -> float | None:
+    """``None`` for every frame, else a positive finite rate (``0`` means every frame)."""
+    if keyframe_hz is None:
+        return None
+    hz = float(keyframe_hz)
+    if not math.isfinite(hz) or hz < 0:
+        raise ConfigError(
+            f"convert: keyframe_hz must be a finite rate >= 0 Hz (0 or None: every frame), got {keyframe_hz}"
+        )
+    return hz if hz > 0 else None
+
+
+def select_keyframes(t_ns: npt.ArrayLike, keyframe_hz: float | None) -> npt.NDArray[np.int64]:
+    """Indices into the sorted times ``t_ns`` (int64 ns) of the keyframes at ``keyframe_hz``.
+
+    The grid is ``t_ns[0] + round(k * 1e9 / keyframe_hz)`` for k = 0, 1, ... up to ``t_ns[-1]``;
+    each tick selects the time nearest to it (ties: the earlier one); a time nearest to several
+    ticks is selected once. ``None`` or ``0`` selects every index. Sorted, unique.
+    """
+    t = np.asarray(t_ns, dtype=np.int64)
+    hz = _check_keyframe_hz(keyframe_hz)
+    if t.ndim != 1 or (t.size > 1 and np.any(np.diff(t) < 0)):
+        raise ConfigError("select_keyframes: times must be a sorted 1-D array of int64 ns")
+    if hz is None or t.size == 0:
+        return np.arange(t.size, dtype=np.int64)
+    period_ns = 1e9 / hz
+    n_ticks = int((int(t[-1]) - int(t[0])) // period_ns) + 1
+    ticks = int(t[0]) + np.rint(np.arange(n_ticks) * period_ns).astype(np.int64)
+    ticks = ticks[ticks <= t[-1]]
+    right = np.clip(np.searchsorted(t, ticks, side="left"), 0, t.size - 1)
+    left = np.maximum(right - 1, 0)
+    pick = np.where(np.abs(t[left] - ticks) <= np.abs(t[right] - ticks), left, right)
+    return np.unique(pick).astype(np.int64)
+
+
+def _message_poses(
+    log: BagLog, sensor: str, stamps: npt.NDArray[np.int64]
+) -> list[Transform | None]:
+    """``world_from_ego`` at every message's ego-clock time (None, logged, where there is none)."""
+    offset = int(log.sensors[sensor].time_offset_ns)
+    poses: list[Transform | None] = []
+    for k, stamp in enumerate(stamps.tolist()):
+        try:
+            poses.append(log.pose_at(stamp + offset))
+        except SyncError as exc:
+            logger.warning("convert: %s message %d skipped: %s", sensor, k, exc)
+            poses.append(None)
+    return poses
+
+
+def _check_unique_microseconds(
+    log: BagLog, sensor: str, stamps: npt.NDArray[np.int64], poses: list[Transform | None]
+) -> None:
+    """Refuse two written messages of one sensor within one microsecond (same nuScenes time)."""
+    written = np.flatnonzero(np.array([p is not None for p in poses], dtype=bool))
+    t_us = stamps[written] // 1000
+    dup = np.flatnonzero(np.diff(t_us) == 0)
+    if dup.size:
+        a, b = int(written[dup[0]]), int(written[dup[0] + 1])
+        raise LogFormatError(
+            f"{log.path}: {sensor} messages {a} and {b} share the microsecond {int(t_us[dup[0]])}; "
+            "nuScenes timestamps cannot tell them apart"
+        )
+
+
 def convert_bag(
     log: BagLog,
     out_dir: str | os.PathLike[str],
     *,
     version: str = "v1.0-mini",
     log_name: str | None = None,
+    keyframe_hz: float | None = DEFAULT_KEYFRAME_HZ,
     progress: ProgressFn | None = None,
 ) -> ConvertSummary:
-    """Write ``log`` as a nuScenes-style log under ``out_dir`` (which must be empty or absent)."""
+    """Write ``log`` as a nuScenes-style log under ``out_dir`` (which must be empty or absent).
+
+    ``keyframe_hz``: rate of the keyframe grid (``None`` or 0: every frame is a sample);
+    labelled frames are keyframes in any case. See the module docstring for the data model.
+    """
+    hz = _check_keyframe_hz(keyframe_hz)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(
@@ -118,13 +224,15 @@ def convert_bag(
     sensors = log.sensors
     assembly = log.assembly
     ref = log.reference_sensor
+    labelled = set(log.labelled_frames())
     # -- which frames have a pose ---------------------------------------------------------
     kept: list[int] = []
     for i in range(len(log)):
         try:
             log.pose_at(int(assembly.t_ns[i]))
         except SyncError as exc:
-            logger.warning("convert: frame %d skipped: %s", i, exc)
+            note = " (a labelled frame: its labels are not converted)" if i in labelled else ""
+            logger.warning("convert: frame %d skipped%s: %s", i, note, exc)
             continue
         kept.append(i)
     if not kept:
@@ -132,7 +240,46 @@ def convert_bag(
             f"{log.path}: no frame of {ref} has an ego pose; nothing to convert "
             f"(pose track {log.poses.start_ns}..{log.poses.end_ns} ns)"
         )
-    labels = {i: log.frame_labels(i) for i in kept}
+    stamps = {n: log.header_stamps(n) for n in sensors}
+    poses = {n: _message_poses(log, n, stamps[n]) for n in sensors}
+    for n in sensors:
+        _check_unique_microseconds(log, n, stamps[n], poses[n])
+    # -- keyframes: the grid's frames and the labelled frames -----------------------------
+    kept_arr = np.asarray(kept, dtype=np.int64)
+    grid = {int(i) for i in kept_arr[select_keyframes(assembly.t_ns[kept_arr], hz)]}
+    forced = sorted((labelled & set(kept)) - grid)
+    sample_frames = sorted(grid | set(forced))
+    summary = ConvertSummary(
+        out, version, len(sample_frames), hz, sample_frames, n_label_keyframes=len(forced)
+    )
+    if forced:
+        logger.info(
+            "convert %s: %d labelled frames off the %s Hz grid made keyframes",
+            log.path, len(forced), hz,
+        )  # fmt: skip
+    # sample i's keyframe of each channel; a message already another sample's keyframe is not
+    # repeated: the sample that comes later (labelled samples first, then time order) lists the
+    # channel as missing
+    keyframe_of: dict[str, dict[int, int]] = {n: {} for n in sensors}  # channel -> message -> frame
+    shared: list[tuple[int, str, int]] = []
+    for i in sorted(sample_frames, key=lambda f: (f not in labelled, f)):
+        for n in sensors:
+            k = int(assembly.index[n][i])
+            if k < 0:
+                continue
+            if k in keyframe_of[n]:
+                shared.append((i, n, keyframe_of[n][k]))
+                summary.n_shared_skipped[n] = summary.n_shared_skipped.get(n, 0) + 1
+                continue
+            keyframe_of[n][k] = i
+    if shared:
+        logger.warning(
+            "convert %s: %d keyframe selections name a message that is already another sample's "
+            "keyframe; those samples list the channel as missing (per channel: %s; first: frame %d "
+            "%s = keyframe of frame %d)",
+            log.path, len(shared), summary.n_shared_skipped, *shared[0],
+        )  # fmt: skip
+    labels = {i: log.frame_labels(i) for i in sample_frames}
     categories = sorted(
         {str(c) for b3, _ in labels.values() if b3 is not None for c in b3.label}
         | {str(c) for _, b2 in labels.values() for b in b2.values() for c in b.label}
@@ -147,7 +294,6 @@ def convert_bag(
         categories=[(c, c) for c in categories],
     )
     writer.add_map(_png(np.zeros((1, 1), dtype=np.uint8)))  # the devkit needs one map record
-    cs_token: dict[str, str] = {}
     for sname, s in sensors.items():
         ext: dict[str, Any] = {
             "time_offset_ns": int(s.time_offset_ns),
@@ -165,35 +311,16 @@ def convert_bag(
                 "unit": "ns relative to the sample_data timestamp",
                 "written": "only when the bag's clouds carry per-point times",
             }
-        cs_token[sname] = writer.add_sensor(
+        writer.add_sensor(
             sname, s.modality, s.ego_from_sensor,
             camera_intrinsic=None if s.camera is None else s.camera.K, extension=ext,
         )  # fmt: skip
     # -- samples --------------------------------------------------------------------------
-    ref_stamps = log.header_stamps(ref)
-    sample_token: dict[int, str] = {}
-    seen_us: dict[int, int] = {}
-    for i in kept:
-        t_us = int(ref_stamps[i]) // 1000
-        if t_us in seen_us:
-            raise LogFormatError(
-                f"{log.path}: {ref} messages {seen_us[t_us]} and {i} share the microsecond {t_us}; "
-                "nuScenes timestamps cannot tell them apart"
-            )
-        seen_us[t_us] = i
-        sample_token[i] = writer.add_sample(t_us)
-    kept_t = assembly.t_ns[kept]
-    # which frames use each message
-    users: dict[str, dict[int, list[int]]] = {n: defaultdict(list) for n in sensors}
-    for n in sensors:
-        idx = assembly.index[n]
-        for i in kept:
-            if idx[i] >= 0:
-                users[n][int(idx[i])].append(i)
-    summary = ConvertSummary(out, version, len(kept))
+    ref_stamps = stamps[ref]
+    sample_token = {i: writer.add_sample(int(ref_stamps[i]) // 1000) for i in sample_frames}
+    sample_t = assembly.t_ns[np.asarray(sample_frames, dtype=np.int64)]
+    # -- sample_data: one row per message -------------------------------------------------
     keyframe_token: dict[tuple[int, str], str] = {}
-    written_tokens: set[str] = set()
-    stamps = {n: log.header_stamps(n) for n in sensors}
     total = sum(int(v.size) for v in stamps.values())
     done = 0
     for sname, k, raw in log.iter_raw():
@@ -203,18 +330,15 @@ def convert_bag(
         done += 1
         if progress is not None:
             progress(done, total, sname)
-        try:
-            pose = log.pose_at(t_ego)
-        except SyncError as exc:
+        pose = poses[sname][k]
+        if pose is None:
             summary.skipped_messages[sname] = summary.skipped_messages.get(sname, 0) + 1
-            logger.warning("convert: %s message %d skipped: %s", sname, k, exc)
             continue
-        frames = users[sname].get(k, [])
-        t_us = stamp // 1000
-        if frames:
-            first_sample = sample_token[frames[0]]
+        key_frame = keyframe_of[sname].get(k)
+        if key_frame is not None:
+            owner = sample_token[key_frame]
         else:
-            first_sample = sample_token[kept[int(np.argmin(np.abs(kept_t - t_ego)))]]
+            owner = sample_token[sample_frames[int(np.argmin(np.abs(sample_t - t_ego)))]]
         kw: dict[str, Any]
         if s.modality == "lidar":
             cloud = log.point_cloud(sname, k, raw, with_pose=False)
@@ -255,31 +379,20 @@ def convert_bag(
                 kw = {"fileformat": "png", "extension": ".png", "make_bytes": lambda d=png: d}
             kw.update(width=cam.width, height=cam.height)
             times = None
-        tok = writer.token("sample_data", sname, t_us)
-        if tok in written_tokens:
-            raise LogFormatError(
-                f"{log.path}: two {sname} messages share the microsecond {t_us}; nuScenes timestamps "
-                "cannot tell them apart"
-            )
         tok, rel = writer.add_sample_data(
-            sname, t_us, pose, sample_token=first_sample, is_key_frame=bool(frames), **kw
+            sname, stamp // 1000, pose, sample_token=owner, is_key_frame=key_frame is not None, **kw
         )
-        written_tokens.add(tok)
         summary.n_sample_data[sname] = summary.n_sample_data.get(sname, 0) + 1
         if times is not None:
             writer.add_extra_file(
                 rel + ".time.bin",
                 partial(bytes, np.ascontiguousarray(times, dtype=np.int32).tobytes()),
             )
-        if frames:
-            keyframe_token[(frames[0], sname)] = tok
-        for i in frames[1:]:
-            copy = writer.token("sample_data", sname, t_us, "keyframe-of", sample_token[i])
-            _add_keyframe_copy(writer, copy, tok, rel, sample_token[i], cs_token[sname], t_us, pose)
-            keyframe_token[(i, sname)] = copy
-            summary.n_keyframe_copies += 1
+        if key_frame is not None:
+            keyframe_token[(key_frame, sname)] = tok
+            summary.n_keyframes[sname] = summary.n_keyframes.get(sname, 0) + 1
     # -- labels ---------------------------------------------------------------------------
-    for i in kept:
+    for i in sample_frames:
         boxes3d, boxes2d = labels[i]
         if boxes3d is None:
             continue
@@ -301,6 +414,12 @@ def convert_bag(
         for channel, b2 in sorted(boxes2d.items()):
             sd_tok = keyframe_token.get((i, channel))
             if sd_tok is None:
+                summary.skipped_box2d += len(b2)
+                logger.warning(
+                    "convert %s: frame %d: %d 2D boxes of %s not written: the image is not this "
+                    "sample's keyframe (another labelled sample's, or it has no ego pose)",
+                    log.path, i, len(b2), channel,
+                )  # fmt: skip
                 continue
             for j in range(len(b2)):
                 track = str(b2.track_id[j])
@@ -319,31 +438,3 @@ def convert_bag(
         )  # fmt: skip
     logger.info("convert %s -> %s: %s", log.path, out, summary.as_dict())
     return summary
-
-
-def _add_keyframe_copy(
-    writer: NuScenesWriter,
-    token: str,
-    original: str,
-    rel: str,
-    sample_token: str,
-    cs_token: str,
-    t_us: int,
-    pose: Transform,
-) -> None:
-    """One more keyframe row for a message already written (same file, its own token)."""
-    row = next(r for r in reversed(writer.tables["sample_data"]) if r["token"] == original)
-    writer.tables["ego_pose"].append(
-        {
-            "token": token,
-            "timestamp": int(t_us),
-            "translation": [float(v) for v in pose.translation],
-            "rotation": [float(v) for v in pose.quaternion],
-        }
-    )
-    copy = dict(row)
-    copy.update(
-        token=token, sample_token=sample_token, ego_pose_token=token, is_key_frame=True,
-        calibrated_sensor_token=cs_token, filename=rel, prev="", next="",
-    )  # fmt: skip
-    writer.tables["sample_data"].append(copy)

@@ -768,7 +768,7 @@ def test_suggestion_heuristics_odometry_and_raw_images(tmp_path: Path, ros1: boo
     ):
         log.timestamps("imu")
     # converted: raw images become lossless PNGs
-    summary = convert_bag(log, tmp_path / "out")
+    summary = convert_bag(log, tmp_path / "out", keyframe_hz=0)  # every frame a sample
     assert summary.n_sample_data == {"radar": 5, "cam": 5, "flir": 5}
     nus = NuScenesLog(tmp_path / "out", ref_sensor="radar")
     f = nus[2]
