@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ from avfusion.calibration.transforms import (
     quaternion_from_matrix,
 )
 from avfusion.errors import AVFusionError, CalibrationError, LogFormatError
+
+if TYPE_CHECKING:
+    from avfusion.fusion.projection import Projection
 
 __all__ = [
     "MODALITIES",
@@ -434,6 +437,33 @@ class Frame:
                 raise AVFusionError(
                     f"Frame {self.token or self.index}: observation of unknown sensor '{name}'"
                 )
+
+    def project(self, source: str, camera: str, **kwargs: Any) -> Projection:
+        """The cloud ``points[source]`` projected into the image ``images[camera]``.
+
+        Motion-compensated between the two capture times (each observation's own ego pose);
+        ``kwargs`` go to ``avfusion.fusion.projection.project_cloud`` (``poses`` for the pose
+        track, which also deskews a cloud with per-point times; ``motion_compensation``,
+        ``occlusion`` and the z-buffer options). Raises ``AVFusionError`` naming the frame when
+        the frame has no such cloud or image.
+
+        Layering: the one place where ``types`` reaches up into ``fusion``. The import happens
+        inside the method so that importing ``avfusion.types`` stays free of numba and the
+        fusion layer.
+        """
+        from avfusion.fusion.projection import project_cloud
+
+        where = f"Frame {self.token or self.index}"
+        if source not in self.points:
+            raise AVFusionError(
+                f"{where}: no point cloud of '{source}' (clouds: {', '.join(sorted(self.points)) or 'none'})"
+            )
+        if camera not in self.images:
+            raise AVFusionError(
+                f"{where}: no image of '{camera}' (images: {', '.join(sorted(self.images)) or 'none'})"
+            )
+        poses = kwargs.pop("poses", None)
+        return project_cloud(self.points[source], self.images[camera], poses, **kwargs)
 
 
 class Log(ABC):

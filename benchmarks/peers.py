@@ -175,3 +175,130 @@ def devkit_multisweep(
             break
         current = nusc.get("sample_data", current["prev"])
     return points, all_times
+
+
+# --------------------------------------------------------------------------------------------
+# Projection (bench_projection.py): NuScenesExplorer.map_pointcloud_to_image
+# --------------------------------------------------------------------------------------------
+
+
+class _DevkitPointCloud:
+    """The two ``PointCloud`` methods the devkit's projection uses (data_classes.py), on a
+    (4, N) float32 array like ``LidarPointCloud.points``."""
+
+    def __init__(self, points: np.ndarray) -> None:
+        self.points = points
+
+    def translate(self, x: np.ndarray) -> None:
+        for i in range(3):
+            self.points[i, :] = self.points[i, :] + x[i]
+
+    def rotate(self, rot_matrix: np.ndarray) -> None:
+        self.points[:3, :] = np.dot(rot_matrix, self.points[:3, :])
+
+
+def devkit_view_points(points: np.ndarray, view: np.ndarray, normalize: bool) -> np.ndarray:
+    """nuscenes-devkit geometry_utils.view_points."""
+    viewpad = np.eye(4)
+    viewpad[: view.shape[0], : view.shape[1]] = view
+    nbr_points = points.shape[1]
+    points = np.concatenate((points, np.ones((1, nbr_points))))
+    points = np.dot(viewpad, points)
+    points = points[:3, :]
+    if normalize:
+        points = points / points[2:3, :].repeat(3, 0).reshape(3, nbr_points)
+    return points
+
+
+def devkit_map_pointcloud_to_image(
+    points: np.ndarray,
+    pointsensor_cs: Mapping[str, Any],
+    pointsensor_pose: Mapping[str, Any],
+    cam_cs: Mapping[str, Any],
+    cam_pose: Mapping[str, Any],
+    im_size: tuple[int, int],
+    min_dist: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NuScenesExplorer.map_pointcloud_to_image (nuscenes.py, depth colouring), step by step.
+
+    ``points`` is the cloud as ``LidarPointCloud.points`` holds it ((4, N) float32: x, y, z,
+    intensity, sensor frame); it is copied first, as the devkit loads a fresh cloud per call.
+    The records are the ``calibrated_sensor`` / ``ego_pose`` rows (``translation``, ``rotation``
+    as w, x, y, z; ``camera_intrinsic``); ``im_size`` = PIL's ``im.size`` (width, height).
+    Four steps: sensor → ego at the sweep time → global → ego at the image time → camera, each
+    a ``rotate`` and a ``translate`` of the whole cloud; then ``view_points`` and the mask
+    (depth > ``min_dist``, 1 px margin). No occlusion handling. Returns the devkit's
+    ``(points (3, M), coloring = depths (M,))`` and, for the benchmark check, the mask (N,).
+    """
+    pc = _DevkitPointCloud(points.copy())
+    pc.rotate(Quaternion(pointsensor_cs["rotation"]).rotation_matrix)
+    pc.translate(np.array(pointsensor_cs["translation"]))
+    pc.rotate(Quaternion(pointsensor_pose["rotation"]).rotation_matrix)
+    pc.translate(np.array(pointsensor_pose["translation"]))
+    pc.translate(-np.array(cam_pose["translation"]))
+    pc.rotate(Quaternion(cam_pose["rotation"]).rotation_matrix.T)
+    pc.translate(-np.array(cam_cs["translation"]))
+    pc.rotate(Quaternion(cam_cs["rotation"]).rotation_matrix.T)
+    depths = pc.points[2, :]
+    coloring = depths
+    pts = devkit_view_points(pc.points[:3, :], np.array(cam_cs["camera_intrinsic"]), normalize=True)
+    mask = np.ones(depths.shape[0], dtype=bool)
+    mask = np.logical_and(mask, depths > min_dist)
+    mask = np.logical_and(mask, pts[0, :] > 1)
+    mask = np.logical_and(mask, pts[0, :] < im_size[0] - 1)
+    mask = np.logical_and(mask, pts[1, :] > 1)
+    mask = np.logical_and(mask, pts[1, :] < im_size[1] - 1)
+    pts = pts[:, mask]
+    coloring = coloring[mask]
+    return pts, coloring, mask
+
+
+# --------------------------------------------------------------------------------------------
+# Points in boxes (bench_occupancy.py): nuscenes-devkit geometry_utils.points_in_box
+# --------------------------------------------------------------------------------------------
+
+
+class DevkitBox:
+    """The parts of the devkit's ``Box`` that ``points_in_box`` uses: ``center``, ``wlh``
+    (width, length, height: the devkit's order) and ``orientation`` (a pyquaternion)."""
+
+    def __init__(self, center: np.ndarray, wlh: np.ndarray, orientation: Quaternion) -> None:
+        self.center = np.asarray(center, dtype=float)
+        self.wlh = np.asarray(wlh, dtype=float)
+        self.orientation = orientation
+
+    def corners(self, wlh_factor: float = 1.0) -> np.ndarray:
+        """data_classes.Box.corners: (3, 8), the four at +x then the four at -x."""
+        w, length, h = self.wlh * wlh_factor
+        x_corners = length / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1])
+        y_corners = w / 2 * np.array([1, -1, -1, 1, 1, -1, -1, 1])
+        z_corners = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
+        corners = np.vstack((x_corners, y_corners, z_corners))
+        corners = np.dot(self.orientation.rotation_matrix, corners)
+        x, y, z = self.center
+        corners[0, :] = corners[0, :] + x
+        corners[1, :] = corners[1, :] + y
+        corners[2, :] = corners[2, :] + z
+        return corners
+
+
+def devkit_points_in_box(box: DevkitBox, points: np.ndarray, wlh_factor: float = 1.0) -> np.ndarray:
+    """geometry_utils.points_in_box: ``points`` (3, N); the box's edge vectors i, j, k from
+    corner 0 and dot-product range tests (closed). Returns the (N,) bool mask."""
+    corners = box.corners(wlh_factor=wlh_factor)
+    p1 = corners[:, 0]
+    p_x = corners[:, 4]
+    p_y = corners[:, 1]
+    p_z = corners[:, 3]
+    i = p_x - p1
+    j = p_y - p1
+    k = p_z - p1
+    v = points - p1.reshape((-1, 1))
+    iv = np.dot(i, v)
+    jv = np.dot(j, v)
+    kv = np.dot(k, v)
+    mask_x = np.logical_and(iv >= 0, iv <= np.dot(i, i))
+    mask_y = np.logical_and(jv >= 0, jv <= np.dot(j, j))
+    mask_z = np.logical_and(kv >= 0, kv <= np.dot(k, k))
+    mask: np.ndarray = np.logical_and(np.logical_and(mask_x, mask_y), mask_z)
+    return mask

@@ -142,3 +142,1148 @@ def deskew_points_kernel(
                 + target_from_world_r[j, 2] * wz
                 + target_from_world_t[j]
             )
+
+
+# ============================================================================================
+# Projection and occlusion (avfusion/fusion/projection.py)
+# ============================================================================================
+#
+# Camera parameters travel as one float64 vector ``cam`` (CAM_PARAMS entries):
+# fx, skew, cx, fy, cy, then the distortion coefficients (radtan: k1 k2 p1 p2 k3 k4 k5 k6;
+# fisheye: k1 k2 k3 k4; zero-padded to 8), the lens model's monotonic limit and the model code
+# (0 none, 1 radtan, 2 fisheye). A point's pixel is (row, col) = (floor(v + 0.5), floor(u + 0.5))
+# (the pixel whose centre is nearest; OpenCV pixel centres).
+
+__all__ += [
+    "CAM_PARAMS",
+    "densify_depth_kernel",
+    "depth_map_kernel",
+    "project_zbuffer_kernel",
+]
+
+#: Length of the packed camera parameter vector (see the section comment).
+CAM_PARAMS = 15
+
+
+@njit(cache=True, inline="always")
+def _project_one(
+    px: float,
+    py: float,
+    pz: float,
+    m: tuple[float, float, float, float, float, float, float, float, float, float, float, float],
+    k: tuple[float, float, float, float, float, int, float],
+    dist: npt.NDArray[np.float64],
+    width: int,
+    height: int,
+    min_depth_m: float,
+) -> tuple[float, float, float, bool]:
+    """(u, v, depth, in_image) of one point; u, v NaN when it is not projectable.
+
+    ``m`` = camera_from_source row-major (r00 r01 r02 t0 r10 r11 r12 t1 r20 r21 r22 t2),
+    ``k`` = (fx, skew, cx, fy, cy, model code, monotonic limit), ``dist`` the 8 coefficients:
+    scalars so the compiler keeps them in registers across the point loop.
+    ``CameraModel.project``'s arithmetic: non-finite points and depth <= ``min_depth_m`` are
+    not projectable, nor are points outside the lens model's monotonic range.
+    """
+    x = m[0] * px + m[1] * py + m[2] * pz + m[3]
+    y = m[4] * px + m[5] * py + m[6] * pz + m[7]
+    z = m[8] * px + m[9] * py + m[10] * pz + m[11]
+    nan = np.nan
+    if not (np.isfinite(x) and np.isfinite(y) and np.isfinite(z)):
+        return nan, nan, z, False
+    if not z > min_depth_m:
+        return nan, nan, z, False
+    inv_z = 1.0 / z
+    xn = x * inv_z
+    yn = y * inv_z
+    code = k[5]
+    if code == 1:
+        r2 = xn * xn + yn * yn
+        if not np.sqrt(r2) < k[6]:
+            return nan, nan, z, False
+        num = 1.0 + r2 * (dist[0] + r2 * (dist[1] + r2 * dist[4]))
+        den = 1.0 + r2 * (dist[5] + r2 * (dist[6] + r2 * dist[7]))
+        radial = num / den
+        p1 = dist[2]
+        p2 = dist[3]
+        xd = xn * radial + 2.0 * p1 * xn * yn + p2 * (r2 + 2.0 * xn * xn)
+        yd = yn * radial + p1 * (r2 + 2.0 * yn * yn) + 2.0 * p2 * xn * yn
+    elif code == 2:
+        r = np.sqrt(xn * xn + yn * yn)
+        theta = np.arctan(r)
+        if not theta < k[6]:
+            return nan, nan, z, False
+        t2 = theta * theta
+        theta_d = theta * (1.0 + t2 * (dist[0] + t2 * (dist[1] + t2 * (dist[2] + t2 * dist[3]))))
+        scale = theta_d / r if r > 1e-12 else 1.0
+        xd = xn * scale
+        yd = yn * scale
+    else:
+        xd = xn
+        yd = yn
+    u = k[0] * xd + k[1] * yd + k[2]
+    v = k[3] * yd + k[4]
+    return u, v, z, u >= -0.5 and u < width - 0.5 and v >= -0.5 and v < height - 0.5
+
+
+@njit(cache=True, inline="always")
+def _unpack(
+    rot: npt.NDArray[np.float64], trans: npt.NDArray[np.float64], cam: npt.NDArray[np.float64]
+) -> tuple[
+    tuple[float, float, float, float, float, float, float, float, float, float, float, float],
+    tuple[float, float, float, float, float, int, float],
+    npt.NDArray[np.float64],
+]:
+    """The scalars ``_project_one`` takes, from the arrays the wrappers pass."""
+    m = (
+        rot[0, 0], rot[0, 1], rot[0, 2], trans[0],
+        rot[1, 0], rot[1, 1], rot[1, 2], trans[1],
+        rot[2, 0], rot[2, 1], rot[2, 2], trans[2],
+    )  # fmt: skip
+    k = (cam[0], cam[1], cam[2], cam[3], cam[4], int(cam[14]), cam[13])
+    return m, k, cam[5:13].copy()
+
+
+@njit(cache=True, inline="always")
+def _pixel_of(u: float, v: float, width: int, height: int) -> tuple[int, int]:
+    """(row, col) of an in-image point, clipped into the image (never out of bounds)."""
+    col = min(max(int(np.floor(u + 0.5)), 0), width - 1)
+    row = min(max(int(np.floor(v + 0.5)), 0), height - 1)
+    return row, col
+
+
+@njit(cache=True, inline="always")
+def _footprint_fill(
+    buf: npt.NDArray[np.float32],
+    row: int,
+    col: int,
+    r: int,
+    disc: bool,
+    value: np.float32,
+    reset: bool,
+) -> None:
+    """min-write ``value`` over the square (or disc) of radius ``r`` around (row, col), or, with
+    ``reset``, write it (clipped to ``buf``)."""
+    height, width = buf.shape
+    for a in range(max(row - r, 0), min(row + r, height - 1) + 1):
+        half = r
+        if disc:
+            da = a - row
+            half = int(np.sqrt(float(r * r - da * da)))
+        line = buf[a]
+        c0 = max(col - half, 0)
+        c1 = min(col + half, width - 1)
+        if reset:
+            for b in range(c0, c1 + 1):
+                line[b] = value
+        else:
+            for b in range(c0, c1 + 1):
+                line[b] = min(line[b], value)
+
+
+@njit(cache=True, inline="always")
+def _footprint_below(
+    buf: npt.NDArray[np.float32], row: int, col: int, r: int, disc: bool, limit: float
+) -> bool:
+    """Whether ``buf`` holds a value below ``limit`` in the square (or disc) of radius ``r``
+    around (row, col)."""
+    height, width = buf.shape
+    for a in range(max(row - r, 0), min(row + r, height - 1) + 1):
+        half = r
+        if disc:
+            da = a - row
+            half = int(np.sqrt(float(r * r - da * da)))
+        line = buf[a]
+        for b in range(max(col - half, 0), min(col + half, width - 1) + 1):
+            if float(line[b]) < limit:
+                return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _sort_by_row(
+    index: npt.NDArray[np.int32],
+    pixel: npt.NDArray[np.int32],
+    depth: npt.NDArray[np.float64],
+    index_out: npt.NDArray[np.int32],
+    pixel_out: npt.NDArray[np.int32],
+    depth_out: npt.NDArray[np.float64],
+    n: int,
+    height: int,
+) -> None:
+    """Stable counting sort of the first ``n`` (index, pixel, depth) by pixel row; a pixel is
+    packed as ``row << 16 | col``."""
+    start = np.zeros(height + 1, dtype=np.int64)
+    for j in range(n):
+        start[(pixel[j] >> 16) + 1] += 1
+    for key in range(height):
+        start[key + 1] += start[key]
+    for j in range(n):
+        p = pixel[j]
+        key = p >> 16
+        k = start[key]
+        start[key] = k + 1
+        index_out[k] = index[j]
+        pixel_out[k] = p
+        depth_out[k] = depth[j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def project_zbuffer_kernel(
+    points: npt.NDArray[np.floating],
+    rot: npt.NDArray[np.float64],
+    trans: npt.NDArray[np.float64],
+    cam: npt.NDArray[np.float64],
+    width: int,
+    height: int,
+    min_depth_m: float,
+    occlusion: bool,
+    max_radius: int,
+    size_px_m: float,
+    disc: bool,
+    tolerance_m: float,
+    tolerance_rel: float,
+    buf: npt.NDArray[np.float32],
+    reach: npt.NDArray[np.uint8],
+    order: npt.NDArray[np.int32],
+    order_depth: npt.NDArray[np.float64],
+    uv: npt.NDArray[np.float64],
+    depth: npt.NDArray[np.float64],
+    in_image: npt.NDArray[np.bool_],
+    occluded: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+) -> int:
+    """Transform, project and (optionally) occlusion-test one cloud in one camera, fused.
+
+    ``rot``, ``trans``: camera_from_source; ``width`` × ``height`` the image size. Writes
+    ``uv`` (N, 2), ``depth``, ``in_image``, ``occluded`` and ``valid = in_image & ~occluded``
+    (N,); returns the number of points in the image. ``buf`` (float32, +inf) and ``reach``
+    (uint8, 0), both (height, width), are scratch buffers that are as found again on return
+    (only the touched pixels are reset, so a caller can keep them per image size and thread);
+    ``order`` (4, >= N) int32 and ``order_depth`` (2, >= N) float64 are scratch too. All are
+    used only with ``occlusion``. With outputs shorter than N, or with occlusion and buffers of
+    another size, scratch shorter than N, ``max_radius`` > 255 or an image side above 65535 px,
+    nothing is written and -1 is returned.
+
+    Occlusion: point j *covers* pixel q when q lies in j's footprint, the square (or ``disc``)
+    of radius ``r_j`` px around j's pixel, ``r_j = max_radius`` or, when ``size_px_m > 0``,
+    ``min(max_radius, floor(size_px_m / (2 z_j) + 0.5))``. Point i is occluded when a point
+    covering i's pixel is nearer (its float32 depth) than ``z_i - (tolerance_m +
+    tolerance_rel · z_i)``. Two passes, three exact ways:
+
+    * square footprints, separable: (1) every point min-writes its depth over the run of
+      ``2 r_j + 1`` pixels of its own row and (variable radii only), in ``reach``, the radius
+      of the nearest point there (the largest among equal depths); (2) each point scans the
+      column through its pixel, rows ``±max_radius``: a run value below its limit whose radius
+      reaches the row hides it. The nearest point of a run pixel has the largest radius (radius falls with
+      depth), so if it does not reach no other one does;
+    * variable disc: (1) every point min-writes its depth over its disc, (2) each point
+      compares with the buffer at its own pixel;
+    * fixed disc: (1) every point min-writes its own pixel, (2) each point compares with the
+      minimum over the disc around its pixel (footprints are symmetric, and a pixel's nearest
+      point is the one that counts).
+
+    Both passes read the in-image points' (index, pixel, depth) sorted by pixel row (a
+    counting sort in the scratch arrays), so they touch the buffers a few rows at a time
+    (cache-friendly) whatever the input order. Serial (``nogil``: callers run several cameras
+    on threads), so deterministic; every write is clipped to the buffers.
+    """
+    n = points.shape[0]
+    if (
+        uv.shape[0] < n
+        or uv.shape[1] < 2
+        or depth.shape[0] < n
+        or in_image.shape[0] < n
+        or occluded.shape[0] < n
+        or valid.shape[0] < n
+    ):
+        return -1
+    if occlusion and (
+        width > 0xFFFF
+        or height > 0xFFFF
+        or max_radius > 255
+        or reach.shape[0] != height
+        or reach.shape[1] != width
+        or buf.shape[0] != height
+        or buf.shape[1] != width
+        or order.shape[0] < 4
+        or order.shape[1] < n
+        or order_depth.shape[0] < 2
+        or order_depth.shape[1] < n
+    ):
+        return -1
+    index = order[0]
+    pixel = order[1]
+    depth_s = order_depth[0]
+    variable = size_px_m > 0.0
+    m, kp, dist = _unpack(rot, trans, cam)
+    n_in = 0
+    for i in range(n):
+        u, v, z, ok = _project_one(
+            float(points[i, 0]), float(points[i, 1]), float(points[i, 2]),
+            m, kp, dist, width, height, min_depth_m,
+        )  # fmt: skip
+        uv[i, 0] = u
+        uv[i, 1] = v
+        depth[i] = z
+        in_image[i] = ok
+        occluded[i] = False
+        valid[i] = ok
+        if ok and occlusion:
+            row, col = _pixel_of(u, v, width, height)
+            index[n_in] = i
+            pixel[n_in] = (row << 16) | col
+            depth_s[n_in] = z
+            n_in += 1
+        elif ok:
+            n_in += 1
+    if not occlusion or n_in == 0:
+        return n_in
+    # counting sort of the in-image points by pixel row (stable), so that the passes below
+    # touch the buffer a few rows at a time
+    _sort_by_row(
+        order[0], order[1], order_depth[0], order[2], order[3], order_depth[1], n_in, height
+    )
+    index = order[2]
+    pixel = order[3]
+    depth_s = order_depth[1]
+    square = not disc
+    for k in range(n_in):  # pass 1: min-depth raster, in row order
+        row = pixel[k] >> 16
+        col = pixel[k] & 0xFFFF
+        z = np.float32(depth_s[k])
+        r = max_radius
+        if variable:
+            r = min(max(int(0.5 * size_px_m / depth_s[k] + 0.5), 0), max_radius)
+        if square and variable:
+            line = buf[row]
+            line_r = reach[row]
+            for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
+                if z < line[b]:
+                    line[b] = z
+                    line_r[b] = r
+                elif z == line[b] and r > line_r[b]:
+                    line_r[b] = r
+        elif square:  # every radius is max_radius: no reach needed
+            line = buf[row]
+            for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
+                line[b] = min(line[b], z)
+        elif variable:
+            _footprint_fill(buf, row, col, r, True, z, False)
+        elif z < buf[row, col]:
+            buf[row, col] = z
+    for k in range(n_in):  # pass 2: test
+        row = pixel[k] >> 16
+        col = pixel[k] & 0xFFFF
+        z = depth_s[k]
+        limit = z - (tolerance_m + tolerance_rel * z)
+        hidden = False
+        if square:
+            for a in range(max(row - max_radius, 0), min(row + max_radius, height - 1) + 1):
+                if float(buf[a, col]) < limit and (not variable or abs(a - row) <= reach[a, col]):
+                    hidden = True
+                    break
+        elif variable:
+            hidden = float(buf[row, col]) < limit
+        else:
+            hidden = _footprint_below(buf, row, col, max_radius, True, limit)
+        if hidden:
+            occluded[index[k]] = True
+            valid[index[k]] = False
+    inf = np.float32(np.inf)
+    for k in range(n_in):  # leave the scratch buffers as found
+        row = pixel[k] >> 16
+        col = pixel[k] & 0xFFFF
+        r = max_radius
+        if variable:
+            r = min(max(int(0.5 * size_px_m / depth_s[k] + 0.5), 0), max_radius)
+        if square:
+            line = buf[row]
+            line_r = reach[row]
+            for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
+                line[b] = inf
+            if variable:
+                for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
+                    line_r[b] = 0
+        elif variable:
+            _footprint_fill(buf, row, col, r, True, inf, True)
+        else:
+            buf[row, col] = inf
+    return n_in
+
+
+@njit(cache=True)
+def depth_map_kernel(
+    uv: npt.NDArray[np.float64],
+    depth: npt.NDArray[np.float64],
+    use: npt.NDArray[np.bool_],
+    out: npt.NDArray[np.float32],
+) -> None:
+    """Sparse depth image: per pixel the nearest point with ``use`` (``out`` starts at 0 = no
+    return). Points whose pixel falls outside ``out`` are ignored; with ``uv`` or ``use``
+    shorter than ``depth`` nothing is written. Serial (deterministic)."""
+    height, width = out.shape
+    if uv.shape[0] < depth.shape[0] or uv.shape[1] < 2 or use.shape[0] < depth.shape[0]:
+        return
+    for i in range(depth.shape[0]):
+        if not use[i]:
+            continue
+        u = uv[i, 0]
+        v = uv[i, 1]
+        if not (u >= -0.5 and u < width - 0.5 and v >= -0.5 and v < height - 0.5):
+            continue
+        row, col = _pixel_of(u, v, width, height)
+        d = np.float32(depth[i])
+        if out[row, col] == 0.0 or d < out[row, col]:
+            out[row, col] = d
+
+
+@njit(cache=True, parallel=True)
+def densify_depth_kernel(
+    depth: npt.NDArray[np.float32],
+    k: int,
+    max_distance_px: float,
+    power: float,
+    out: npt.NDArray[np.float32],
+) -> None:
+    """Inverse-distance weighting of the ``k`` nearest returns within ``max_distance_px``.
+
+    For every pixel without a return (``depth == 0``) the non-zero pixels of the window of
+    radius ``ceil(max_distance_px)`` are candidates; the k nearest by pixel distance (ties: scan
+    order, row-major) within ``max_distance_px`` are averaged with weights ``1 / d**power``.
+    Pixels with a return keep it; pixels with no candidate stay 0. Parallel over rows (each row
+    of ``out`` is written by one iteration only).
+    """
+    height, width = depth.shape
+    if out.shape[0] != height or out.shape[1] != width or k < 1:
+        return
+    rad = int(np.ceil(max_distance_px))
+    max_d2 = max_distance_px * max_distance_px
+    for i in prange(height):
+        best_d2 = np.empty(k, dtype=np.float64)
+        best_v = np.empty(k, dtype=np.float64)
+        for j in range(width):
+            own = depth[i, j]
+            if own != 0.0:
+                out[i, j] = own
+                continue
+            m = 0
+            for a in range(max(i - rad, 0), min(i + rad, height - 1) + 1):
+                da = a - i
+                for b in range(max(j - rad, 0), min(j + rad, width - 1) + 1):
+                    val = depth[a, b]
+                    if val == 0.0:
+                        continue
+                    db = b - j
+                    d2 = float(da * da + db * db)
+                    if d2 > max_d2:
+                        continue
+                    if m < k:
+                        pos = m
+                        m += 1
+                    elif d2 < best_d2[m - 1]:
+                        pos = m - 1
+                    else:
+                        continue
+                    # insertion keeps best_d2 sorted ascending (stable: earlier wins ties)
+                    while pos > 0 and best_d2[pos - 1] > d2:
+                        best_d2[pos] = best_d2[pos - 1]
+                        best_v[pos] = best_v[pos - 1]
+                        pos -= 1
+                    best_d2[pos] = d2
+                    best_v[pos] = val
+            if m == 0:
+                out[i, j] = 0.0
+                continue
+            wsum = 0.0
+            vsum = 0.0
+            for q in range(m):
+                w = 1.0 / np.sqrt(best_d2[q]) ** power
+                wsum += w
+                vsum += w * best_v[q]
+            out[i, j] = np.float32(vsum / wsum)
+
+
+# ============================================================================================
+# Voxel grids: voxelisation, LiDAR ray casting, camera visibility, points in boxes
+# (avfusion/fusion/voxel.py)
+# ============================================================================================
+#
+# A grid reaches the kernels as ``lo`` (3,) float64 (the range minimum), ``voxel_m`` and
+# ``inv_voxel`` (1 / voxel size); its shape is always taken from the output arrays, so the two
+# can never disagree. The voxel of a point p on an axis is ``(p - lo) * inv_voxel`` in float64,
+# floored; a point is inside when that lies in [0, n) on all three axes (``_axis_voxel``; the
+# numpy ``GridSpec.index_of`` uses the same expression). Linear voxel indices are C order
+# (x slowest, z fastest), as ``np.ravel_multi_index`` on (nx, ny, nz).
+#
+# Counts that many inputs add to (points per voxel, free/hit counts, visibility) are accumulated
+# per *chunk* of the input: chunk c of ``T`` (points: contiguous, ``[c n / T, (c + 1) n / T)``;
+# rays: interleaved, i = c, c + T, ..., which balances long and short rays) writes only
+# ``scratch[c]``, then one serial, vectorised pass sums (or ORs) the chunks (faster than a
+# parallel region for a pass this light). Integer sums make every result exact and independent of
+# ``T``; the wrapper picks ``T`` (threads, bounded by memory and work). Every write is to an
+# index proven in range: voxel indices are checked against the array shape (NaN fails every
+# check), and the ray walk only moves between its start and end voxel, both in the grid.
+
+__all__ += [
+    "RAY_HIT",
+    "RAY_INVALID",
+    "RAY_MISSED",
+    "RAY_PASSED",
+    "camera_visibility_kernel",
+    "points_in_boxes_kernel",
+    "raycast_kernel",
+    "voxelize_kernel",
+]
+
+#: ``raycast_kernel`` per-ray status: origin or end point not finite (or too far apart to
+#: subtract), nothing written.
+RAY_INVALID = 0
+#: The segment does not cross the grid (or has zero length outside it); nothing written.
+RAY_MISSED = 1
+#: The end point is outside the grid; the voxels the segment crosses got a free count.
+RAY_PASSED = 2
+#: The end point is inside the grid: a hit count there, free counts on the voxels before it.
+RAY_HIT = 3
+
+
+@njit(cache=True, inline="always")
+def _axis_voxel(p: float, lo: float, inv_voxel: float, n: int) -> int:
+    """Voxel index of coordinate ``p`` on one axis, or -1 outside [0, n) (and for NaN)."""
+    f = (p - lo) * inv_voxel
+    if f >= 0.0 and f < n:
+        return int(f)
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _axis_voxel_clamped(p: float, lo: float, inv_voxel: float, n: int) -> int:
+    """Voxel index of a coordinate on one axis, clamped into [0, n - 1] (NaN gives 0)."""
+    f = (p - lo) * inv_voxel
+    if not f > 0.0:
+        return 0
+    if f >= n - 1:
+        return n - 1
+    return int(f)
+
+
+@njit(cache=True, inline="always")
+def _chunk(c: int, n_chunks: int, n: int) -> tuple[int, int]:
+    """[start, stop) of chunk c of n items split into n_chunks contiguous chunks."""
+    return (c * n) // n_chunks, ((c + 1) * n) // n_chunks
+
+
+@njit(cache=True, inline="always")
+def _clip_segment(
+    ox: float,
+    oy: float,
+    oz: float,
+    dx: float,
+    dy: float,
+    dz: float,
+    t_lo: float,
+    t_hi: float,
+    lo: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+) -> tuple[float, float]:
+    """Slab clip of ``o + t d``, t in [t_lo, t_hi], to the box [lo, hi]: (t0, t1), t0 > t1 if
+    the two do not meet."""
+    t0 = t_lo
+    t1 = t_hi
+    for a in range(3):
+        o = ox if a == 0 else (oy if a == 1 else oz)
+        d = dx if a == 0 else (dy if a == 1 else dz)
+        if d == 0.0:
+            if o < lo[a] or o > hi[a]:
+                return 1.0, 0.0
+        else:
+            ta = (lo[a] - o) / d
+            tb = (hi[a] - o) / d
+            if ta > tb:
+                ta, tb = tb, ta
+            t0 = max(t0, ta)
+            t1 = min(t1, tb)
+    return t0, t1
+
+
+@njit(cache=True, inline="always")
+def _dda_axis(
+    o: float, d: float, s: int, e: int, lo: float, voxel_m: float, t_start: float
+) -> tuple[int, float, float]:
+    """Amanatides–Woo set-up on one axis: (step, t_max, t_delta) for a walk from voxel s to e.
+
+    The step direction comes from the integer indices, so the walk always ends at e; the ray's
+    own parameters only order the steps between axes. Should rounding make the ray point the
+    other way (start or end voxel clamped onto the grid boundary), the axis steps first.
+    """
+    if e == s:
+        return 0, np.inf, np.inf
+    step = 1 if e > s else -1
+    if d == 0.0 or (d > 0.0) != (step > 0):
+        return step, t_start, 0.0
+    boundary = lo + (s + (1 if step > 0 else 0)) * voxel_m
+    return step, (boundary - o) / d, voxel_m / abs(d)
+
+
+@njit(cache=True, inline="always")
+def _dda_next_axis(
+    x: int,
+    y: int,
+    z: int,
+    ex: int,
+    ey: int,
+    ez: int,
+    tmx: float,
+    tmy: float,
+    tmz: float,
+) -> int:
+    """The axis of the next step: the smallest t_max among the axes not yet at the end voxel
+    (ties: x, then y). Always an axis with a step left, even with NaN t_max."""
+    if x != ex and (y == ey or tmx <= tmy) and (z == ez or tmx <= tmz):
+        return 0
+    if y != ey and (z == ez or tmy <= tmz):
+        return 1
+    return 2
+
+
+@njit(cache=True, parallel=True)
+def voxelize_kernel(
+    points: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.integer],
+    lo: npt.NDArray[np.float64],
+    inv_voxel: float,
+    tie_rank: npt.NDArray[np.int64],
+    empty_label: int,
+    scratch: npt.NDArray[np.int32],
+    counts: npt.NDArray[np.int32],
+    point_voxel: npt.NDArray[np.int32],
+    semantics: npt.NDArray[np.uint8],
+    order: npt.NDArray[np.integer],
+) -> tuple[int, int, int]:
+    """Points per voxel and, with labels, each voxel's majority class.
+
+    ``points`` (N, 3); ``scratch`` (T, nx, ny, nz) int32 (any content; chunk c counts into
+    ``scratch[c]``); ``counts`` (nx, ny, nz) int32 out; ``point_voxel`` (N,) int32 out: the
+    linear voxel index of each point, -1 outside the grid, -2 not finite.
+
+    Labels: ``labels`` (N,) integer class ids in [0, C) with C = ``tie_rank.shape[0]``, or an
+    empty array for no semantics. ``semantics`` (nx, ny, nz) uint8 out: per voxel the class with
+    the most points; ties go to the class with the smallest ``tie_rank`` (``tie_rank = arange(C)``
+    = the lowest class id); voxels without points (or only points with a label outside [0, C))
+    get ``empty_label``. ``order`` (N,) scratch of the labels' dtype. Method: a counting sort of
+    the labels by voxel (chunk c's points of a voxel go after those of chunks < c, so no two
+    chunks write one slot), then a histogram per occupied voxel with more than one label.
+
+    Returns (inside, non-finite, labels outside [0, C) among the inside points).
+    """
+    n = points.shape[0]
+    nx, ny, nz = counts.shape
+    n_chunks = scratch.shape[0]
+    if point_voxel.shape[0] != n or scratch.shape[1:] != counts.shape or n_chunks < 1:
+        raise ValueError("voxelize_kernel: output shapes do not match the input")
+    if n > 2147483647:  # slots in ``order`` are int32 (scratch)
+        raise ValueError("voxelize_kernel: more than 2**31 - 1 points")
+    with_labels = labels.shape[0] > 0
+    if with_labels and (
+        labels.shape[0] != n or order.shape[0] != n or semantics.shape != counts.shape
+    ):
+        raise ValueError("voxelize_kernel: label arrays do not match the points")
+    n_cells = nx * ny * nz
+    flat_counts = counts.reshape(n_cells)
+    flat_scratch = scratch.reshape(n_chunks, n_cells)
+    lo_x, lo_y, lo_z = lo[0], lo[1], lo[2]
+    n_nan = np.zeros(n_chunks, np.int64)
+    n_in = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        grid = flat_scratch[c]
+        grid[:] = 0
+        start, stop = _chunk(c, n_chunks, n)
+        bad = 0
+        inside = 0
+        for i in range(start, stop):
+            fx = (float(points[i, 0]) - lo_x) * inv_voxel
+            fy = (float(points[i, 1]) - lo_y) * inv_voxel
+            fz = (float(points[i, 2]) - lo_z) * inv_voxel
+            if fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny and fz >= 0.0 and fz < nz:
+                v = (int(fx) * ny + int(fy)) * nz + int(fz)
+                point_voxel[i] = v
+                grid[v] += 1
+                inside += 1
+            elif (
+                np.isfinite(points[i, 0])
+                and np.isfinite(points[i, 1])
+                and np.isfinite(points[i, 2])
+            ):
+                point_voxel[i] = -1
+            else:
+                point_voxel[i] = -2
+                bad += 1
+        n_nan[c] = bad
+        n_in[c] = inside
+    if not with_labels:
+        # Sum the chunks. Serial on purpose: a vectorised pass is faster than a parallel region.
+        flat_counts[:] = flat_scratch[0]
+        for c in range(1, n_chunks):
+            row = flat_scratch[c]
+            for v in range(n_cells):
+                flat_counts[v] += row[v]
+        return int(n_in.sum()), int(n_nan.sum()), 0
+    # Counting sort by voxel. Serial prefix sum: scratch[c, v] becomes the first slot in
+    # ``order`` of chunk c's points in voxel v (chunk order within a voxel); after the scatter,
+    # scratch[T - 1, v] is the end of voxel v's slots.
+    run = 0
+    for v in range(n_cells):
+        voxel_start = run
+        for c in range(n_chunks):
+            k = flat_scratch[c, v]
+            flat_scratch[c, v] = run
+            run += k
+        flat_counts[v] = run - voxel_start
+    for c in prange(n_chunks):
+        cursor = flat_scratch[c]
+        start, stop = _chunk(c, n_chunks, n)
+        for i in range(start, stop):
+            v = point_voxel[i]
+            if v >= 0:
+                slot = cursor[v]
+                cursor[v] = slot + 1
+                order[slot] = labels[i]
+    ends = flat_scratch[n_chunks - 1]
+    n_classes = tie_rank.shape[0]
+    flat_sem = semantics.reshape(n_cells)
+    n_bad = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        hist = np.zeros(max(n_classes, 1), np.int64)
+        start, stop = _chunk(c, n_chunks, n_cells)
+        bad = 0
+        for v in range(start, stop):
+            b = ends[v]
+            a = b - flat_counts[v]
+            if a == b:
+                flat_sem[v] = empty_label
+                continue
+            first = order[a]
+            same = True
+            for s in range(a + 1, b):
+                if order[s] != first:
+                    same = False
+                    break
+            if same and first >= 0 and first < n_classes:
+                flat_sem[v] = first
+                continue
+            for s in range(a, b):
+                k = order[s]
+                if k >= 0 and k < n_classes:
+                    hist[k] += 1
+                else:
+                    bad += 1
+            best = -1
+            best_n = 0
+            for k in range(n_classes):
+                h = hist[k]
+                if h > best_n or (h > 0 and h == best_n and tie_rank[k] < tie_rank[best]):
+                    best = k
+                    best_n = h
+                hist[k] = 0
+            flat_sem[v] = empty_label if best < 0 else best
+        n_bad[c] = bad
+    return int(n_in.sum()), int(n_nan.sum()), int(n_bad.sum())
+
+
+@njit(cache=True, parallel=True)
+def raycast_kernel(
+    points: npt.NDArray[np.floating],
+    origins: npt.NDArray[np.floating],
+    lo: npt.NDArray[np.float64],
+    voxel_m: float,
+    inv_voxel: float,
+    scratch: npt.NDArray[np.int32],
+    free: npt.NDArray[np.int32],
+    hits: npt.NDArray[np.int32],
+    status: npt.NDArray[np.int8],
+) -> None:
+    """LiDAR rays from ``origins`` to ``points`` through the grid (3D DDA, Amanatides–Woo).
+
+    ``points`` (N, 3) end points, ``origins`` (N, 3) or (1, 3) (one origin for all rays).
+    ``scratch`` (T, 2, nx, ny, nz) int32 (any content); ``free`` and ``hits`` (nx, ny, nz) int32
+    out; ``status`` (N,) int8 out (``RAY_*``).
+
+    A ray whose end point is inside the grid adds one hit at the end point's voxel and one free
+    count to every other voxel the segment origin → end crosses inside the grid; a ray ending
+    outside adds a free count to every voxel it crosses. An origin outside the grid enters at
+    the boundary. The walk visits a 6-connected chain of voxels from the start voxel (the
+    origin's, or the entry point's) to the end voxel (the end point's — the same voxel
+    ``voxelize_kernel`` gives it — or the exit point's), each once, ordered by where the ray
+    crosses the voxel planes.
+    """
+    n = points.shape[0]
+    n_chunks = scratch.shape[0]
+    nx, ny, nz = free.shape
+    if (
+        status.shape[0] != n
+        or hits.shape != free.shape
+        or scratch.shape[1] != 2
+        or scratch.shape[2:] != free.shape
+        or origins.shape[0] not in (1, n)
+        or n_chunks < 1
+    ):
+        raise ValueError("raycast_kernel: array shapes do not match")
+    one_origin = origins.shape[0] == 1
+    lo_x, lo_y, lo_z = lo[0], lo[1], lo[2]
+    hi = np.empty(3)
+    hi[0] = lo_x + nx * voxel_m
+    hi[1] = lo_y + ny * voxel_m
+    hi[2] = lo_z + nz * voxel_m
+    for c in prange(n_chunks):
+        fr = scratch[c, 0]
+        ht = scratch[c, 1]
+        fr[:] = 0
+        ht[:] = 0
+        for i in range(c, n, n_chunks):  # interleaved: balances long and short rays
+            j = 0 if one_origin else i
+            ox = float(origins[j, 0])
+            oy = float(origins[j, 1])
+            oz = float(origins[j, 2])
+            px = float(points[i, 0])
+            py = float(points[i, 1])
+            pz = float(points[i, 2])
+            dx = px - ox
+            dy = py - oy
+            dz = pz - oz
+            if not (
+                np.isfinite(ox)
+                and np.isfinite(oy)
+                and np.isfinite(oz)
+                and np.isfinite(dx)
+                and np.isfinite(dy)
+                and np.isfinite(dz)
+            ):
+                status[i] = RAY_INVALID
+                continue
+            ex = _axis_voxel(px, lo_x, inv_voxel, nx)
+            ey = _axis_voxel(py, lo_y, inv_voxel, ny)
+            ez = _axis_voxel(pz, lo_z, inv_voxel, nz)
+            end_in = ex >= 0 and ey >= 0 and ez >= 0
+            sx = _axis_voxel(ox, lo_x, inv_voxel, nx)
+            sy = _axis_voxel(oy, lo_y, inv_voxel, ny)
+            sz = _axis_voxel(oz, lo_z, inv_voxel, nz)
+            origin_in = sx >= 0 and sy >= 0 and sz >= 0
+            t0 = 0.0
+            if not (end_in and origin_in):
+                t0, t1 = _clip_segment(ox, oy, oz, dx, dy, dz, 0.0, 1.0, lo, hi)
+                if not end_in:
+                    if not t1 > t0 or (dx == 0.0 and dy == 0.0 and dz == 0.0):
+                        if not origin_in:
+                            status[i] = RAY_MISSED
+                            continue
+                        t1 = 0.0
+                    ex = _axis_voxel_clamped(ox + t1 * dx, lo_x, inv_voxel, nx)
+                    ey = _axis_voxel_clamped(oy + t1 * dy, lo_y, inv_voxel, ny)
+                    ez = _axis_voxel_clamped(oz + t1 * dz, lo_z, inv_voxel, nz)
+                if not origin_in:
+                    if t0 > t1:  # rounding: the end voxel is inside, the entry is not found
+                        sx, sy, sz = ex, ey, ez
+                        t0 = 1.0
+                    else:
+                        sx = _axis_voxel_clamped(ox + t0 * dx, lo_x, inv_voxel, nx)
+                        sy = _axis_voxel_clamped(oy + t0 * dy, lo_y, inv_voxel, ny)
+                        sz = _axis_voxel_clamped(oz + t0 * dz, lo_z, inv_voxel, nz)
+            stx, tmx, tdx = _dda_axis(ox, dx, sx, ex, lo_x, voxel_m, t0)
+            sty, tmy, tdy = _dda_axis(oy, dy, sy, ey, lo_y, voxel_m, t0)
+            stz, tmz, tdz = _dda_axis(oz, dz, sz, ez, lo_z, voxel_m, t0)
+            x, y, z = sx, sy, sz
+            while x != ex or y != ey or z != ez:
+                fr[x, y, z] += 1
+                axis = _dda_next_axis(x, y, z, ex, ey, ez, tmx, tmy, tmz)
+                if axis == 0:
+                    x += stx
+                    tmx += tdx
+                elif axis == 1:
+                    y += sty
+                    tmy += tdy
+                else:
+                    z += stz
+                    tmz += tdz
+            if end_in:
+                ht[x, y, z] += 1
+                status[i] = RAY_HIT
+            else:
+                fr[x, y, z] += 1
+                status[i] = RAY_PASSED
+    # Sum the chunks (serial: vectorised, faster than a parallel region here).
+    n_cells = nx * ny * nz
+    flat = scratch.reshape(n_chunks, 2, n_cells)
+    ffree = free.reshape(n_cells)
+    fhits = hits.reshape(n_cells)
+    ffree[:] = flat[0, 0]
+    fhits[:] = flat[0, 1]
+    for c in range(1, n_chunks):
+        row_free = flat[c, 0]
+        row_hits = flat[c, 1]
+        for v in range(n_cells):
+            ffree[v] += row_free[v]
+            fhits[v] += row_hits[v]
+
+
+@njit(cache=True, parallel=True)
+def camera_visibility_kernel(
+    origins: npt.NDArray[np.float64],
+    directions: npt.NDArray[np.float64],
+    occupied: npt.NDArray[np.uint8],
+    lo: npt.NDArray[np.float64],
+    voxel_m: float,
+    inv_voxel: float,
+    scratch: npt.NDArray[np.uint8],
+    visible: npt.NDArray[np.uint8],
+    ray_end: npt.NDArray[np.int32],
+) -> None:
+    """Voxels seen along camera rays: each ray walks from its origin (or where it enters the
+    grid) until it leaves the grid; the voxels it passes are seen, and so is the first voxel
+    with ``occupied != 0``, where the ray stops. Voxels behind it are not seen by that ray.
+
+    ``origins`` (R, 3) or (1, 3), ``directions`` (R, 3) (any non-zero length); ``occupied`` and
+    ``visible`` (nx, ny, nz) uint8; ``visible`` is ORed into (1 = seen), not cleared.
+    ``scratch`` (T, nx, ny, nz) uint8 (any content). ``ray_end`` (R,) int32 out: the linear index
+    of the occupied voxel that stopped the ray, -1 if it left the grid without one, -2 if it
+    never met the grid, -3 if origin or direction is not finite or the direction is zero.
+    """
+    n = directions.shape[0]
+    n_chunks = scratch.shape[0]
+    nx, ny, nz = visible.shape
+    if (
+        occupied.shape != visible.shape
+        or scratch.shape[1:] != visible.shape
+        or ray_end.shape[0] != n
+        or origins.shape[0] not in (1, n)
+        or n_chunks < 1
+    ):
+        raise ValueError("camera_visibility_kernel: array shapes do not match")
+    one_origin = origins.shape[0] == 1
+    lo_x, lo_y, lo_z = lo[0], lo[1], lo[2]
+    hi = np.empty(3)
+    hi[0] = lo_x + nx * voxel_m
+    hi[1] = lo_y + ny * voxel_m
+    hi[2] = lo_z + nz * voxel_m
+    for c in prange(n_chunks):
+        seen = scratch[c]
+        seen[:] = 0
+        for i in range(c, n, n_chunks):  # interleaved: cameras differ in how far rays go
+            j = 0 if one_origin else i
+            ox = origins[j, 0]
+            oy = origins[j, 1]
+            oz = origins[j, 2]
+            dx = directions[i, 0]
+            dy = directions[i, 1]
+            dz = directions[i, 2]
+            if not (
+                np.isfinite(ox)
+                and np.isfinite(oy)
+                and np.isfinite(oz)
+                and np.isfinite(dx)
+                and np.isfinite(dy)
+                and np.isfinite(dz)
+            ) or (dx == 0.0 and dy == 0.0 and dz == 0.0):
+                ray_end[i] = -3
+                continue
+            t0, t1 = _clip_segment(ox, oy, oz, dx, dy, dz, 0.0, np.inf, lo, hi)
+            if not (t1 > t0 and np.isfinite(t1)):
+                ray_end[i] = -2
+                continue
+            sx = _axis_voxel(ox, lo_x, inv_voxel, nx)
+            sy = _axis_voxel(oy, lo_y, inv_voxel, ny)
+            sz = _axis_voxel(oz, lo_z, inv_voxel, nz)
+            if sx < 0 or sy < 0 or sz < 0:
+                sx = _axis_voxel_clamped(ox + t0 * dx, lo_x, inv_voxel, nx)
+                sy = _axis_voxel_clamped(oy + t0 * dy, lo_y, inv_voxel, ny)
+                sz = _axis_voxel_clamped(oz + t0 * dz, lo_z, inv_voxel, nz)
+            else:
+                t0 = 0.0
+            ex = _axis_voxel_clamped(ox + t1 * dx, lo_x, inv_voxel, nx)
+            ey = _axis_voxel_clamped(oy + t1 * dy, lo_y, inv_voxel, ny)
+            ez = _axis_voxel_clamped(oz + t1 * dz, lo_z, inv_voxel, nz)
+            stx, tmx, tdx = _dda_axis(ox, dx, sx, ex, lo_x, voxel_m, t0)
+            sty, tmy, tdy = _dda_axis(oy, dy, sy, ey, lo_y, voxel_m, t0)
+            stz, tmz, tdz = _dda_axis(oz, dz, sz, ez, lo_z, voxel_m, t0)
+            x, y, z = sx, sy, sz
+            end = -1
+            while True:
+                seen[x, y, z] = 1
+                if occupied[x, y, z] != 0:
+                    end = (x * ny + y) * nz + z
+                    break
+                if x == ex and y == ey and z == ez:
+                    break
+                axis = _dda_next_axis(x, y, z, ex, ey, ez, tmx, tmy, tmz)
+                if axis == 0:
+                    x += stx
+                    tmx += tdx
+                elif axis == 1:
+                    y += sty
+                    tmy += tdy
+                else:
+                    z += stz
+                    tmz += tdz
+            ray_end[i] = end
+    # OR the chunks into ``visible`` (serial: vectorised, faster than a parallel region here).
+    n_cells = nx * ny * nz
+    flat_scratch = scratch.reshape(n_chunks, n_cells)
+    flat_vis = visible.reshape(n_cells)
+    for c in range(n_chunks):
+        row = flat_scratch[c]
+        for v in range(n_cells):
+            flat_vis[v] |= row[v]
+
+
+@njit(cache=True, inline="always")
+def _bin_of(v: float, v0: float, inv_cell: float, n: int) -> int:
+    """Bin of ``v`` in [0, n - 1] (clamped; NaN gives 0)."""
+    f = (v - v0) * inv_cell
+    if not f >= 0.0:
+        return 0
+    if f >= n - 1:
+        return n - 1
+    return int(f)
+
+
+@njit(cache=True, parallel=True)
+def points_in_boxes_kernel(
+    points: npt.NDArray[np.floating],
+    centers: npt.NDArray[np.float64],
+    box_from_frame: npt.NDArray[np.float64],
+    half_sizes: npt.NDArray[np.float64],
+    cell_m: float,
+    box_index: npt.NDArray[np.int32],
+    mask: npt.NDArray[np.bool_],
+    counts: npt.NDArray[np.int64],
+    scratch: npt.NDArray[np.int64],
+) -> None:
+    """Which oriented boxes hold each point.
+
+    Box b holds p when ``|box_from_frame[b] @ (p - centers[b])| <= half_sizes[b]`` on all three
+    axes (closed box, full 3D rotation). ``box_index`` (N,) int32 out: the lowest index of a box
+    holding the point, -1 for none (and for non-finite points). ``mask`` (N, B) bool out, or a
+    (0, 0) array to skip it: every box holding the point (cells of boxes that do not are left as
+    they are: pass zeros). ``counts`` (B,) out: points held by each box (a point in two boxes
+    counts in both). ``scratch`` (T, B) int64 (any content), per-chunk counts.
+
+    Boxes are first binned by their axis-aligned xy bounds on a grid of ``cell_m`` cells (at most
+    256 × 256 over the boxes' extent; serial, B is small): a point only tests the boxes of its
+    cell, in increasing index. Parallel over chunks of points.
+    """
+    n = points.shape[0]
+    n_boxes = centers.shape[0]
+    n_chunks = scratch.shape[0]
+    want_mask = mask.shape[0] > 0
+    if (
+        box_index.shape[0] != n
+        or box_from_frame.shape[0] != n_boxes
+        or half_sizes.shape[0] != n_boxes
+        or counts.shape[0] != n_boxes
+        or scratch.shape[1] != n_boxes
+        or (want_mask and (mask.shape[0] != n or mask.shape[1] != n_boxes))
+    ):
+        raise ValueError("points_in_boxes_kernel: array shapes do not match")
+    # Axis-aligned bounds of every box in the frame.
+    bmin = np.empty((n_boxes, 3))
+    bmax = np.empty((n_boxes, 3))
+    for b in range(n_boxes):
+        for a in range(3):
+            ext = (
+                abs(box_from_frame[b, 0, a]) * half_sizes[b, 0]
+                + abs(box_from_frame[b, 1, a]) * half_sizes[b, 1]
+                + abs(box_from_frame[b, 2, a]) * half_sizes[b, 2]
+            )
+            # a hair wider than exact, so rounding never drops a point the exact test keeps
+            ext = ext * (1.0 + 1e-9) + 1e-9
+            bmin[b, a] = centers[b, a] - ext
+            bmax[b, a] = centers[b, a] + ext
+    # xy bins: CSR lists of boxes per cell, in increasing box index. Extents that overflow
+    # (boxes ~1e308 m wide) fall back to one cell holding every box.
+    gx0 = np.inf
+    gy0 = np.inf
+    gx1 = -np.inf
+    gy1 = -np.inf
+    for b in range(n_boxes):
+        gx0 = min(gx0, bmin[b, 0])
+        gy0 = min(gy0, bmin[b, 1])
+        gx1 = max(gx1, bmax[b, 0])
+        gy1 = max(gy1, bmax[b, 1])
+    ncx = 1
+    ncy = 1
+    inv_cell = 0.0
+    if n_boxes > 0 and np.isfinite(gx1 - gx0) and np.isfinite(gy1 - gy0):
+        cell = cell_m if cell_m > 0.0 and np.isfinite(cell_m) else 1.0
+        cell = max(cell, (gx1 - gx0) / 256.0, (gy1 - gy0) / 256.0, 1e-6)
+        inv_cell = 1.0 / cell
+        ncx = _bin_of(gx1, gx0, inv_cell, 257) + 1
+        ncy = _bin_of(gy1, gy0, inv_cell, 257) + 1
+    else:
+        gx0 = 0.0
+        gy0 = 0.0
+    bins = np.empty((n_boxes, 4), np.int64)
+    cell_start = np.zeros(ncx * ncy + 1, np.int64)
+    for b in range(n_boxes):
+        x0 = _bin_of(bmin[b, 0], gx0, inv_cell, ncx)
+        x1 = _bin_of(bmax[b, 0], gx0, inv_cell, ncx)
+        y0 = _bin_of(bmin[b, 1], gy0, inv_cell, ncy)
+        y1 = _bin_of(bmax[b, 1], gy0, inv_cell, ncy)
+        bins[b, 0], bins[b, 1], bins[b, 2], bins[b, 3] = x0, x1, y0, y1
+        for cx in range(x0, x1 + 1):
+            for cy in range(y0, y1 + 1):
+                cell_start[cx * ncy + cy + 1] += 1
+    for k in range(ncx * ncy):
+        cell_start[k + 1] += cell_start[k]
+    cell_boxes = np.empty(cell_start[ncx * ncy], np.int32)
+    fill = cell_start[:-1].copy()
+    for b in range(n_boxes):
+        for cx in range(bins[b, 0], bins[b, 1] + 1):
+            for cy in range(bins[b, 2], bins[b, 3] + 1):
+                k = cx * ncy + cy
+                cell_boxes[fill[k]] = b
+                fill[k] += 1
+    for c in prange(n_chunks):
+        cnt = scratch[c]
+        cnt[:] = 0
+        start, stop = _chunk(c, n_chunks, n)
+        for i in range(start, stop):
+            box_index[i] = -1
+            px = float(points[i, 0])
+            py = float(points[i, 1])
+            pz = float(points[i, 2])
+            fx = (px - gx0) * inv_cell
+            fy = (py - gy0) * inv_cell
+            if not (fx >= 0.0 and fx < ncx and fy >= 0.0 and fy < ncy):
+                continue
+            k = int(fx) * ncy + int(fy)
+            for s in range(cell_start[k], cell_start[k + 1]):
+                b = cell_boxes[s]
+                if not (
+                    px >= bmin[b, 0]
+                    and px <= bmax[b, 0]
+                    and py >= bmin[b, 1]
+                    and py <= bmax[b, 1]
+                    and pz >= bmin[b, 2]
+                    and pz <= bmax[b, 2]
+                ):
+                    continue
+                vx = px - centers[b, 0]
+                vy = py - centers[b, 1]
+                vz = pz - centers[b, 2]
+                r = box_from_frame[b]
+                lx = r[0, 0] * vx + r[0, 1] * vy + r[0, 2] * vz
+                ly = r[1, 0] * vx + r[1, 1] * vy + r[1, 2] * vz
+                lz = r[2, 0] * vx + r[2, 1] * vy + r[2, 2] * vz
+                if (
+                    abs(lx) <= half_sizes[b, 0]
+                    and abs(ly) <= half_sizes[b, 1]
+                    and abs(lz) <= half_sizes[b, 2]
+                ):
+                    cnt[b] += 1
+                    if box_index[i] < 0:
+                        box_index[i] = b
+                    if want_mask:
+                        mask[i, b] = True
+    counts[:] = 0
+    for c in range(n_chunks):
+        for b in range(n_boxes):
+            counts[b] += scratch[c, b]
