@@ -321,7 +321,7 @@ CASES = [
         _ray_ours,
         _ray_peer,
         _ray_check,
-        repeats=3,
+        repeats=5,
     ),
     Case(
         "occupancy: points in 100 oriented boxes, 300k points",
