@@ -36,7 +36,7 @@ DEFAULT_SAMPLE_DATA = Path("sample_data")
 #: The stages of the main job, in order, with the issue that builds each. `demo` runs the ones
 #: that exist and names the rest; the list shrinks as the work lands.
 NOT_BUILT_YET: list[tuple[str, str]] = [
-    ("motion-compensated projection, depth maps, painting", "issue 6"),
+    ("projection benchmark target, painting and boxes in the demo", "issue 6"),
     ("occupancy ground truth", "issue 7"),
     ("calibration check", "issue 8"),
     ("cross-modal label checks", "issue 9"),
@@ -278,6 +278,7 @@ def demo(
     _demo_stream_matching(log)
     outputs = data / "outputs"
     _demo_time_sync(log, outputs)
+    _demo_projection(log, outputs)
     for stage, issue in NOT_BUILT_YET:
         console.print(f"[yellow]•[/] {stage}: not built yet ({issue})")
     console.print(
@@ -333,6 +334,29 @@ def _demo_time_sync(log: Any, outputs: Path) -> None:
     tmp.write_text(json.dumps({n: e.as_dict() for n, e in estimates.items()}, indent=1) + "\n")
     tmp.replace(path)
     console.print(f"  {path}")
+
+
+def _demo_projection(log: Any, outputs: Path) -> None:
+    """Project the middle keyframe's LiDAR into every camera (motion-compensated, occlusion-aware)
+    and write one sparse depth map per camera (float32 metres, 0 = no return) as .npy."""
+    from avfusion.fusion.projection import depth_map, project_to_all_cameras
+
+    lidar = next((n for n, s in sorted(log.sensors.items()) if s.modality == "lidar"), None)
+    frame = log[len(log) // 2]
+    if lidar is None or lidar not in frame.points or not frame.images:
+        return
+    with _stage(f"project {lidar} into {len(frame.images)} cameras (frame {frame.index})"):
+        projections = project_to_all_cameras(frame, lidar, log.poses)
+        outputs.mkdir(parents=True, exist_ok=True)
+        for name, proj in projections.items():
+            cam = frame.sensors[name].camera
+            if cam is not None:
+                np.save(outputs / f"depth_{name}.npy", depth_map(proj, cam.height, cam.width))
+    for name, proj in projections.items():
+        console.print(
+            f"  {name}: {int(proj.valid.sum())} visible points, {int(proj.occluded.sum())} occluded"
+        )
+    console.print(f"  depth maps: {outputs}/depth_<camera>.npy")
 
 
 def _demo_stream_matching(log: Any) -> None:
