@@ -11,6 +11,8 @@ Sections are marked per feature so several people can add kernels without touchi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
@@ -746,6 +748,56 @@ def _dda_next_axis(
     return 2
 
 
+@njit(cache=True, inline="always")
+def _grid_hi(lo: npt.NDArray[np.float64], voxel_m: float, nx: int, ny: int, nz: int) -> Any:
+    """The grid's upper corner (3,) from its lower corner, voxel size and shape."""
+    hi = np.empty(3)
+    hi[0] = lo[0] + nx * voxel_m
+    hi[1] = lo[1] + ny * voxel_m
+    hi[2] = lo[2] + nz * voxel_m
+    return hi
+
+
+@njit(cache=True, inline="always")
+def _finite6(a: float, b: float, c: float, d: float, e: float, f: float) -> bool:
+    return (
+        np.isfinite(a)
+        and np.isfinite(b)
+        and np.isfinite(c)
+        and np.isfinite(d)
+        and np.isfinite(e)
+        and np.isfinite(f)
+    )
+
+
+@njit(cache=True, inline="always")
+def _ray_voxel_clamped(
+    ox: float, oy: float, oz: float, dx: float, dy: float, dz: float, t: float,
+    lo: npt.NDArray[np.float64], inv_voxel: float, nx: int, ny: int, nz: int,
+) -> tuple[int, int, int]:  # fmt: skip
+    """The voxel (clamped into the grid) of the ray point origin + t · direction."""
+    return (
+        _axis_voxel_clamped(ox + t * dx, lo[0], inv_voxel, nx),
+        _axis_voxel_clamped(oy + t * dy, lo[1], inv_voxel, ny),
+        _axis_voxel_clamped(oz + t * dz, lo[2], inv_voxel, nz),
+    )
+
+
+@njit(cache=True, inline="always")
+def _dda_step(
+    x: int, y: int, z: int, ex: int, ey: int, ez: int,
+    stx: int, sty: int, stz: int, tmx: float, tmy: float, tmz: float,
+    tdx: float, tdy: float, tdz: float,
+) -> tuple[int, int, int, float, float, float]:  # fmt: skip
+    """One Amanatides–Woo step towards (ex, ey, ez): the next voxel and the updated t_max."""
+    axis = _dda_next_axis(x, y, z, ex, ey, ez, tmx, tmy, tmz)
+    if axis == 0:
+        return x + stx, y, z, tmx + tdx, tmy, tmz
+    if axis == 1:
+        return x, y + sty, z, tmx, tmy + tdy, tmz
+    return x, y, z + stz, tmx, tmy, tmz + tdz
+
+
 @njit(cache=True, parallel=True)
 def voxelize_kernel(
     points: npt.NDArray[np.floating],
@@ -930,10 +982,7 @@ def raycast_kernel(
         raise ValueError("raycast_kernel: array shapes do not match")
     one_origin = origins.shape[0] == 1
     lo_x, lo_y, lo_z = lo[0], lo[1], lo[2]
-    hi = np.empty(3)
-    hi[0] = lo_x + nx * voxel_m
-    hi[1] = lo_y + ny * voxel_m
-    hi[2] = lo_z + nz * voxel_m
+    hi = _grid_hi(lo, voxel_m, nx, ny, nz)
     for c in prange(n_chunks):
         fr = scratch[c, 0]
         ht = scratch[c, 1]
@@ -950,14 +999,7 @@ def raycast_kernel(
             dx = px - ox
             dy = py - oy
             dz = pz - oz
-            if not (
-                np.isfinite(ox)
-                and np.isfinite(oy)
-                and np.isfinite(oz)
-                and np.isfinite(dx)
-                and np.isfinite(dy)
-                and np.isfinite(dz)
-            ):
+            if not _finite6(ox, oy, oz, dx, dy, dz):
                 status[i] = RAY_INVALID
                 continue
             ex = _axis_voxel(px, lo_x, inv_voxel, nx)
@@ -977,33 +1019,26 @@ def raycast_kernel(
                             status[i] = RAY_MISSED
                             continue
                         t1 = 0.0
-                    ex = _axis_voxel_clamped(ox + t1 * dx, lo_x, inv_voxel, nx)
-                    ey = _axis_voxel_clamped(oy + t1 * dy, lo_y, inv_voxel, ny)
-                    ez = _axis_voxel_clamped(oz + t1 * dz, lo_z, inv_voxel, nz)
+                    ex, ey, ez = _ray_voxel_clamped(
+                        ox, oy, oz, dx, dy, dz, t1, lo, inv_voxel, nx, ny, nz
+                    )
                 if not origin_in:
                     if t0 > t1:  # rounding: the end voxel is inside, the entry is not found
                         sx, sy, sz = ex, ey, ez
                         t0 = 1.0
                     else:
-                        sx = _axis_voxel_clamped(ox + t0 * dx, lo_x, inv_voxel, nx)
-                        sy = _axis_voxel_clamped(oy + t0 * dy, lo_y, inv_voxel, ny)
-                        sz = _axis_voxel_clamped(oz + t0 * dz, lo_z, inv_voxel, nz)
+                        sx, sy, sz = _ray_voxel_clamped(
+                            ox, oy, oz, dx, dy, dz, t0, lo, inv_voxel, nx, ny, nz
+                        )
             stx, tmx, tdx = _dda_axis(ox, dx, sx, ex, lo_x, voxel_m, t0)
             sty, tmy, tdy = _dda_axis(oy, dy, sy, ey, lo_y, voxel_m, t0)
             stz, tmz, tdz = _dda_axis(oz, dz, sz, ez, lo_z, voxel_m, t0)
             x, y, z = sx, sy, sz
             while x != ex or y != ey or z != ez:
                 fr[x, y, z] += 1
-                axis = _dda_next_axis(x, y, z, ex, ey, ez, tmx, tmy, tmz)
-                if axis == 0:
-                    x += stx
-                    tmx += tdx
-                elif axis == 1:
-                    y += sty
-                    tmy += tdy
-                else:
-                    z += stz
-                    tmz += tdz
+                x, y, z, tmx, tmy, tmz = _dda_step(
+                    x, y, z, ex, ey, ez, stx, sty, stz, tmx, tmy, tmz, tdx, tdy, tdz
+                )
             if end_in:
                 ht[x, y, z] += 1
                 status[i] = RAY_HIT
@@ -1060,10 +1095,7 @@ def camera_visibility_kernel(
         raise ValueError("camera_visibility_kernel: array shapes do not match")
     one_origin = origins.shape[0] == 1
     lo_x, lo_y, lo_z = lo[0], lo[1], lo[2]
-    hi = np.empty(3)
-    hi[0] = lo_x + nx * voxel_m
-    hi[1] = lo_y + ny * voxel_m
-    hi[2] = lo_z + nz * voxel_m
+    hi = _grid_hi(lo, voxel_m, nx, ny, nz)
     for c in prange(n_chunks):
         seen = scratch[c]
         seen[:] = 0
@@ -1075,14 +1107,7 @@ def camera_visibility_kernel(
             dx = directions[i, 0]
             dy = directions[i, 1]
             dz = directions[i, 2]
-            if not (
-                np.isfinite(ox)
-                and np.isfinite(oy)
-                and np.isfinite(oz)
-                and np.isfinite(dx)
-                and np.isfinite(dy)
-                and np.isfinite(dz)
-            ) or (dx == 0.0 and dy == 0.0 and dz == 0.0):
+            if not _finite6(ox, oy, oz, dx, dy, dz) or (dx == 0.0 and dy == 0.0 and dz == 0.0):
                 ray_end[i] = -3
                 continue
             t0, t1 = _clip_segment(ox, oy, oz, dx, dy, dz, 0.0, np.inf, lo, hi)
@@ -1093,14 +1118,12 @@ def camera_visibility_kernel(
             sy = _axis_voxel(oy, lo_y, inv_voxel, ny)
             sz = _axis_voxel(oz, lo_z, inv_voxel, nz)
             if sx < 0 or sy < 0 or sz < 0:
-                sx = _axis_voxel_clamped(ox + t0 * dx, lo_x, inv_voxel, nx)
-                sy = _axis_voxel_clamped(oy + t0 * dy, lo_y, inv_voxel, ny)
-                sz = _axis_voxel_clamped(oz + t0 * dz, lo_z, inv_voxel, nz)
+                sx, sy, sz = _ray_voxel_clamped(
+                    ox, oy, oz, dx, dy, dz, t0, lo, inv_voxel, nx, ny, nz
+                )
             else:
                 t0 = 0.0
-            ex = _axis_voxel_clamped(ox + t1 * dx, lo_x, inv_voxel, nx)
-            ey = _axis_voxel_clamped(oy + t1 * dy, lo_y, inv_voxel, ny)
-            ez = _axis_voxel_clamped(oz + t1 * dz, lo_z, inv_voxel, nz)
+            ex, ey, ez = _ray_voxel_clamped(ox, oy, oz, dx, dy, dz, t1, lo, inv_voxel, nx, ny, nz)
             stx, tmx, tdx = _dda_axis(ox, dx, sx, ex, lo_x, voxel_m, t0)
             sty, tmy, tdy = _dda_axis(oy, dy, sy, ey, lo_y, voxel_m, t0)
             stz, tmz, tdz = _dda_axis(oz, dz, sz, ez, lo_z, voxel_m, t0)
@@ -1113,16 +1136,9 @@ def camera_visibility_kernel(
                     break
                 if x == ex and y == ey and z == ez:
                     break
-                axis = _dda_next_axis(x, y, z, ex, ey, ez, tmx, tmy, tmz)
-                if axis == 0:
-                    x += stx
-                    tmx += tdx
-                elif axis == 1:
-                    y += sty
-                    tmy += tdy
-                else:
-                    z += stz
-                    tmz += tdz
+                x, y, z, tmx, tmy, tmz = _dda_step(
+                    x, y, z, ex, ey, ez, stx, sty, stz, tmx, tmy, tmz, tdx, tdy, tdz
+                )
             ray_end[i] = end
     # OR the chunks into ``visible`` (serial: vectorised, faster than a parallel region here).
     n_cells = nx * ny * nz
