@@ -343,3 +343,15 @@ def test_edge_map_on_colour_and_on_a_blank_image() -> None:
     np.testing.assert_allclose(edge_distance_image(blank), np.hypot(60, 80), rtol=1e-6)
     with pytest.raises(CalibrationError, match="expected an H×W grey"):
         edge_map(np.zeros((4, 4, 2), np.uint8))
+
+
+@pytest.mark.realdata
+def test_a_single_real_keyframe_is_not_observable(realdata: Path) -> None:
+    """The real nuScenes keyframe has one LiDAR sweep and one image per camera: too little to
+    estimate a clock offset, and the answer must say so instead of guessing."""
+    from avfusion.io import NuScenesLog
+
+    log = NuScenesLog(realdata / "nuscenes-keyframe")
+    est = estimate_clock_offset(log, "CAM_FRONT")
+    assert not est.observable and est.offset_ns is None
+    assert "usable frames of 'CAM_FRONT'" in est.reason and "need at least" in est.reason

@@ -604,3 +604,29 @@ def test_radar_on_sample_data(sample_log: Path) -> None:
     # Measured: 39 fast arrows (|v_r| > 2 m/s), 27 detections on moving cars (v_r within
     # 0.25 m/s of the truth), all 27 segments in view crossing their car's projected box.
     assert n_arrows > 20 and n_moving > 20 and n_segments > 15, (n_arrows, n_moving, n_segments)
+
+
+@pytest.mark.realdata
+def test_paint_colour_on_the_real_nuscenes_keyframe(realdata: Path) -> None:
+    """Six real cameras around the car: every painted point carries the colour of its own
+    camera's pixel, every camera paints, and a point is painted exactly when some camera sees it."""
+    from avfusion.io import NuScenesLog
+
+    log = NuScenesLog(realdata / "nuscenes-keyframe")
+    frame = log[0]
+    cloud = frame.points["LIDAR_TOP"]
+    result = paint_colour(cloud, frame.images, log.poses)
+    names = list(result.projections)
+    assert sorted(names) == sorted(frame.images) and len(names) == 6
+    seen = np.zeros(len(cloud), bool)
+    for proj in result.projections.values():
+        seen |= proj.valid
+    np.testing.assert_array_equal(result.painted, seen)
+    # 34,688 points; about 22.7k project into the six images (MANIFEST, z > 1 m, no occlusion)
+    assert 0.45 < result.painted.mean() < 0.70, result.painted.mean()
+    counts = np.bincount(result.camera_index[result.painted], minlength=6)
+    assert (counts > 1000).all(), counts
+    for k, name in enumerate(names):
+        mine = result.camera_index == k
+        expected = sample_image(frame.images[name].pixels, result.uv_px[mine])
+        np.testing.assert_allclose(result.rgb[mine], expected, atol=1e-3)
