@@ -37,7 +37,6 @@ DEFAULT_SAMPLE_DATA = Path("sample_data")
 #: that exist and names the rest; the list shrinks as the work lands.
 NOT_BUILT_YET: list[tuple[str, str]] = [
     ("projection benchmark target, painting and boxes in the demo", "issue 6"),
-    ("occupancy ground truth", "issue 7"),
     ("calibration check", "issue 8"),
     ("cross-modal label checks", "issue 9"),
     ("HTML QA report", "issue 10"),
@@ -477,6 +476,104 @@ def sync_report_cmd(
     if out is not None:
         path = write_sync_report(report, out)
         console.print(f"[green]✓[/] wrote {path}")
+
+
+@app.command()
+def occupancy(
+    log_path: Annotated[Path, typer.Argument(metavar="LOG", help="A nuScenes-style log root.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output folder (gts/<scene>/<token>/labels.npz, manifest.json)."
+        ),
+    ],
+    sweeps: Annotated[
+        int, typer.Option("--sweeps", help="LiDAR sweeps gathered on each side of a keyframe (±K).")
+    ] = 10,
+    executor: Annotated[
+        str, typer.Option("--executor", help="'local' (processes) or 'ray'.")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (with --executor ray).")
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="Worker processes (local) or CPUs of a local Ray instance."),
+    ] = 1,
+    scene: Annotated[
+        str | None, typer.Option("--scene", help="Only this scene (name or token).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N keyframes.")
+    ] = None,
+    camera_stride: Annotated[
+        int | None,
+        typer.Option(
+            "--camera-stride",
+            help="Camera-mask rays every N pixels (1 = every pixel, as Occ3D; default: automatic).",
+        ),
+    ] = None,
+) -> None:
+    """Occupancy ground truth (Occ3D-nuScenes labels.npz with LiDAR and camera masks) for every
+    keyframe; resumable: frames already written and verified are skipped."""
+    from avfusion.errors import ConfigError
+    from avfusion.fusion.occupancy import OccupancyJob, OccupancyOptions
+    from avfusion.runner import run_job
+
+    if sweeps < 0:
+        raise ConfigError(f"--sweeps must be >= 0, got {sweeps}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    options = OccupancyOptions(camera_stride_px=camera_stride).with_sweeps(sweeps)
+    job = OccupancyJob(str(log_path), options, scene=scene, limit=limit)
+    progress = _rate_progress("occupancy")
+    summary = run_job(
+        job, out, executor=executor, workers=workers, address=address, progress=progress
+    )
+    console.print(
+        f"[green]✓[/] occupancy: {summary.done} frames written, {summary.skipped} already done "
+        f"and verified, {len(summary.failed)} failed; {summary.seconds_per_frame:.2f} s per frame, "
+        f"{summary.wall_s:.1f} s in all ({executor}, {workers} worker{'s' if workers > 1 else ''})"
+    )
+    for key, reason in sorted(summary.failed.items()):
+        err_console.print(f"[red]failed[/] {key}: {reason}", highlight=False, soft_wrap=True)
+    console.print(f"  outputs: {Path(out).resolve()} (manifest.json, run_summary.json)")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _rate_progress(label: str) -> Callable[..., None]:
+    """A progress callback ``(done, total, key, seconds)`` with frames/s and ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TaskProgressColumn(), "{task.fields[rate]}", TimeElapsedColumn(), "eta", TimeRemainingColumn(),
+        console=console, transient=False,
+    )  # fmt: skip
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, key: str = "", seconds: float = 0.0) -> None:
+        if "task" not in state:
+            progress.start()
+            state["task"] = progress.add_task(label, total=total, rate="")
+            state["start"] = time.perf_counter()
+            state["first"] = done
+        elapsed = time.perf_counter() - state["start"]
+        ran = done - state["first"]
+        rate = f"{ran / elapsed:.2f} frames/s" if ran and elapsed > 0 else ""
+        progress.update(state["task"], completed=done, total=total, rate=rate)
+        if done >= total:
+            progress.stop()
+
+    return update
 
 
 def _print_sync_report(report: Any) -> None:

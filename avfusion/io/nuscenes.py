@@ -869,6 +869,51 @@ class NuScenesLog(Log):
             i = j
         return out
 
+    def sample_data_window(self, sd_token: str, before: int, after: int) -> list[str]:
+        """sample_data tokens around ``sd_token`` along its ``prev``/``next`` chain (one scene
+        and one channel), in time order: up to ``before`` earlier rows, the row itself, up to
+        ``after`` later rows. The walk stops at the chain's ends and at a link that names no
+        row (logged)."""
+        if before < 0 or after < 0:
+            raise AVFusionError(
+                f"sample_data_window: before and after must be >= 0, got {before}, {after}"
+            )
+        table: _Table[_SampleDataRow] = self._table("sample_data")
+        if sd_token not in table.index:
+            raise LogFormatError(f"{table.path}: no row with token '{sd_token}'")
+
+        def walk(link: str, n: int) -> list[str]:
+            out: list[str] = []
+            i = table.index[sd_token]
+            while len(out) < n:
+                nxt = getattr(table.rows[i], link)
+                if not nxt:
+                    break
+                j = table.index.get(nxt)
+                if j is None:
+                    logger.info(
+                        "%s: sample_data %s names %s '%s', which is not in the table",
+                        self.table_dir,
+                        table.rows[i].token,
+                        link,
+                        nxt,
+                    )
+                    break
+                out.append(nxt)
+                i = j
+            return out
+
+        return [*reversed(walk("prev", before)), sd_token, *walk("next", after)]
+
+    def sample_time_ns(self, sample_token_or_index: str | int) -> int:
+        """The sample's ``timestamp`` (int ns): the time its annotations describe."""
+        return int(self._sample_t_ns[self.sample_index(sample_token_or_index)])
+
+    def scene_of(self, sample_token_or_index: str | int) -> Row:
+        """The scene row a sample belongs to."""
+        sample = self._samples[self.sample_index(sample_token_or_index)]
+        return self.get("scene", sample.scene_token, f"sample {sample.token}")
+
     def timestamps(self, sensor: str) -> npt.NDArray[np.int64]:
         if sensor not in self._stream:
             raise LogFormatError(

@@ -11,12 +11,16 @@ the analytic Occ3D occupancy.
 * Visibility (nuScenes levels 1–4 for 0–40, 40–60, 60–80, 80–100 %) is the fraction of 64 rays
   from the LiDAR to random points of the box that reach the object unoccluded, among those that
   hit it when it is alone.
-* Occupancy (Occ3D-nuScenes grid, ego frame at the keyframe LiDAR time): a voxel takes an
-  object's class when any of its 2×2×2 sub-samples lies inside one of the object's primitives;
-  otherwise the class of the ground (driveable surface / sidewalk / terrain) when the ground
-  surface at the voxel centre's (x, y) lies within the voxel's z range; otherwise 17 (free).
-  Voxels below the surface are free, as Occ3D labels only the surface layer. ``mask_lidar`` and
-  ``mask_camera`` are all ones: the truth is known everywhere.
+* Occupancy (Occ3D-nuScenes grid, ego frame at the keyframe LiDAR time): a voxel is occupied
+  when a surface passes through it or a solid overlaps it. It takes an object's class when one
+  of the object's primitives overlaps it (boxes: an exact separating-axis test; ellipsoids: a
+  5×5×5 lattice spanning the voxel, faces included); otherwise the class of the ground
+  (driveable surface / sidewalk / terrain, from the column centre) when the ground surface
+  passes through it (its z range over a 5×5 lattice of the column's footprint meets the voxel's
+  z range); otherwise 17 (free). Voxels below the surface are free, as Occ3D labels only the
+  surface layer. ``mask_lidar`` and ``mask_camera`` are all ones: the truth is known
+  everywhere (an evaluation computes the camera mask of this truth from the keyframe's cameras
+  with ``fusion.voxel.camera_visibility``, as ``tests/fusion/test_occupancy.py`` does).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy.typing as npt
 from numba import njit
 
 from avfusion.calibration.transforms import Transform
+from avfusion.fusion.kernels import box_overlaps_voxel
 from avfusion.synth.raycast import cast_rays
 from avfusion.synth.world import (
     CLASSES,
@@ -206,6 +211,12 @@ def _inside(
     return (lx / h[0]) ** 2 + (ly / h[1]) ** 2 + (dz / h[2]) ** 2 <= 1.0
 
 
+#: Ellipsoid-voxel overlap is tested on a lattice of SUB^3 points spanning the voxel, faces
+#: included (spacing 0.1 m at 0.4 m voxels: an ellipsoid of radius r reaching less than
+#: ~0.1^2 / (4 r) m into a voxel between lattice points is missed: < 2 mm for r >= 1 m).
+_SUB = 5
+
+
 @njit(cache=True)
 def _occupancy_kernel(
     rot_we: npt.NDArray[np.float64], t_we: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], voxel: float,
@@ -214,52 +225,92 @@ def _occupancy_kernel(
     params: npt.NDArray[np.float64], sem: npt.NDArray[np.uint8],
 ) -> None:  # fmt: skip
     nx, ny, nz = sem.shape
-    # ground surface layer
+    # ground: a voxel is occupied where the surface z = h(x, y) passes through it. Per column,
+    # the surface's ego z on a SUB x SUB lattice over the column's footprint; by continuity the
+    # surface crosses every z between the lowest and the highest of them.
+    a = rot_we[2, 2]
     for i in range(nx):
         for j in range(ny):
+            z_lo = np.inf
+            z_hi = -np.inf
+            for u in range(_SUB):
+                ex = lo[0] + (i + u / (_SUB - 1)) * voxel
+                for w in range(_SUB):
+                    ey = lo[1] + (j + w / (_SUB - 1)) * voxel
+                    ez = 0.0
+                    for _ in range(3):  # world xy of the surface point (the grid is tilted)
+                        wx = rot_we[0, 0] * ex + rot_we[0, 1] * ey + rot_we[0, 2] * ez + t_we[0]
+                        wy = rot_we[1, 0] * ex + rot_we[1, 1] * ey + rot_we[1, 2] * ez + t_we[1]
+                        b = rot_we[2, 0] * ex + rot_we[2, 1] * ey + t_we[2]
+                        ez = (ground_height(wx, wy, params) - b) / a
+                    z_lo = min(z_lo, ez)
+                    z_hi = max(z_hi, ez)
             ex = lo[0] + (i + 0.5) * voxel
             ey = lo[1] + (j + 0.5) * voxel
+            wx = rot_we[0, 0] * ex + rot_we[0, 1] * ey + t_we[0]
+            wy = rot_we[1, 0] * ex + rot_we[1, 1] * ey + t_we[1]
+            cls = ground_occ[ground_material(wx, wy, params)]
             for k in range(nz):
-                ez = lo[2] + (k + 0.5) * voxel
-                wx = rot_we[0, 0] * ex + rot_we[0, 1] * ey + rot_we[0, 2] * ez + t_we[0]
-                wy = rot_we[1, 0] * ex + rot_we[1, 1] * ey + rot_we[1, 2] * ez + t_we[1]
-                wz = rot_we[2, 0] * ex + rot_we[2, 1] * ey + rot_we[2, 2] * ez + t_we[2]
-                g = ground_height(wx, wy, params)
-                if wz - 0.5 * voxel <= g < wz + 0.5 * voxel:
-                    sem[i, j, k] = ground_occ[ground_material(wx, wy, params)]
-    # objects (override the ground)
+                z0 = lo[2] + k * voxel
+                if z_lo < z0 + voxel and z_hi >= z0:
+                    sem[i, j, k] = cls
+    # objects (override the ground): any overlap of a primitive with the voxel
+    t = np.empty(3)
+    rot = np.empty((3, 3))
+    ha = 0.5 * voxel
     for p in range(kind.shape[0]):
         i0, i1, j0, j1, k0, k1 = prim_range[p]
+        cs, sn = np.cos(yaw[p]), np.sin(yaw[p])
+        # the primitive's centre and axes in the ego (grid) frame
+        dx, dy, dz = center[p, 0] - t_we[0], center[p, 1] - t_we[1], center[p, 2] - t_we[2]
+        ce = np.empty(3)
+        for r in range(3):
+            ce[r] = rot_we[0, r] * dx + rot_we[1, r] * dy + rot_we[2, r] * dz
+            rot[r, 0] = rot_we[0, r] * cs + rot_we[1, r] * sn
+            rot[r, 1] = -rot_we[0, r] * sn + rot_we[1, r] * cs
+            rot[r, 2] = rot_we[2, r]
         for i in range(i0, i1):
             for j in range(j0, j1):
                 for k in range(k0, k1):
-                    hit = False
-                    for a in range(2):
-                        for b in range(2):
-                            for c in range(2):
-                                ex = lo[0] + (i + 0.25 + 0.5 * a) * voxel
-                                ey = lo[1] + (j + 0.25 + 0.5 * b) * voxel
-                                ez = lo[2] + (k + 0.25 + 0.5 * c) * voxel
-                                wx = (
-                                    rot_we[0, 0] * ex
-                                    + rot_we[0, 1] * ey
-                                    + rot_we[0, 2] * ez
-                                    + t_we[0]
-                                )
-                                wy = (
-                                    rot_we[1, 0] * ex
-                                    + rot_we[1, 1] * ey
-                                    + rot_we[1, 2] * ez
-                                    + t_we[1]
-                                )
-                                wz = (
-                                    rot_we[2, 0] * ex
-                                    + rot_we[2, 1] * ey
-                                    + rot_we[2, 2] * ez
-                                    + t_we[2]
-                                )
-                                if _inside(kind[p], wx, wy, wz, center[p], half[p], yaw[p]):
-                                    hit = True
+                    vc0 = lo[0] + (i + 0.5) * voxel
+                    vc1 = lo[1] + (j + 0.5) * voxel
+                    vc2 = lo[2] + (k + 0.5) * voxel
+                    if kind[p] == PRIM_BOX:
+                        t[0], t[1], t[2] = ce[0] - vc0, ce[1] - vc1, ce[2] - vc2
+                        hit = box_overlaps_voxel(t, rot, half[p], ha)
+                    else:
+                        hit = False
+                        for a_ in range(_SUB):
+                            if hit:
+                                break
+                            ex = lo[0] + (i + a_ / (_SUB - 1)) * voxel
+                            for b_ in range(_SUB):
+                                if hit:
+                                    break
+                                ey = lo[1] + (j + b_ / (_SUB - 1)) * voxel
+                                for c_ in range(_SUB):
+                                    ez = lo[2] + (k + c_ / (_SUB - 1)) * voxel
+                                    wx = (
+                                        rot_we[0, 0] * ex
+                                        + rot_we[0, 1] * ey
+                                        + rot_we[0, 2] * ez
+                                        + t_we[0]
+                                    )
+                                    wy = (
+                                        rot_we[1, 0] * ex
+                                        + rot_we[1, 1] * ey
+                                        + rot_we[1, 2] * ez
+                                        + t_we[1]
+                                    )
+                                    wz = (
+                                        rot_we[2, 0] * ex
+                                        + rot_we[2, 1] * ey
+                                        + rot_we[2, 2] * ez
+                                        + t_we[2]
+                                    )
+                                    if _inside(kind[p], wx, wy, wz, center[p], half[p], yaw[p]):
+                                        hit = True
+                                        break
                     if hit:
                         sem[i, j, k] = prim_class[p]
 
