@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -133,3 +134,21 @@ def test_convert_is_a_verb() -> None:
     assert res.exit_code == 0 and "convert" in res.output
     res = runner.invoke(app, ["convert", "--help"])
     assert res.exit_code == 0 and "--rig" in res.output and "--out" in res.output
+
+
+def test_occupancy_command_writes_and_resumes(tmp_path: Path) -> None:
+    from avfusion.synth import ensure_sample_data
+
+    root = ensure_sample_data(Path(__file__).resolve().parents[1] / "sample_data")
+    args = ["occupancy", str(root), "--out", str(tmp_path), "--sweeps", "1", "--limit", "2"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "2 frames written, 0 already done" in first.output
+    assert len(list(tmp_path.glob("gts/scene-0000/*/labels.npz"))) == 2
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 frames written, 2 already done and verified" in again.output
+    bad = subprocess.run(
+        [sys.executable, "-m", "avfusion", "occupancy", str(root), "--out", str(tmp_path),
+         "--executor", "slurm"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "executor must be 'local' or 'ray'" in bad.stderr

@@ -30,6 +30,7 @@ __all__ = [
     "TransformTree",
     "matrix_from_quaternion",
     "quaternion_from_matrix",
+    "quaternion_multiply",
     "slerp_quaternions",
 ]
 
@@ -154,6 +155,12 @@ def _quat_multiply(a: FloatArray, b: FloatArray) -> npt.NDArray[np.float64]:
         ],
         axis=-1,
     )
+
+
+def quaternion_multiply(a: FloatArray, b: FloatArray) -> npt.NDArray[np.float64]:
+    """Hamilton product ``a ⊗ b`` of (..., 4) quaternions (w, x, y, z), broadcasting: the
+    rotation ``b`` followed by ``a`` (``R(a ⊗ b) = R(a) @ R(b)``)."""
+    return _quat_multiply(a, b)
 
 
 def slerp_quaternions(q0: FloatArray, q1: FloatArray, alpha: FloatArray) -> npt.NDArray[np.float64]:

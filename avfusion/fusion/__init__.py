@@ -1,12 +1,26 @@
 """Fusion layer: projection, aggregation, occupancy and label consistency (kernels in kernels.py)."""
 
 # -- 3D boxes into cameras (boxes.py) and point painting / radar drawing (painting.py) --------
+# -- occupancy ground truth (aggregate.py, occupancy.py) -------------------------------------
+from avfusion.fusion.aggregate import AggregatedSweeps, AggregationOptions, aggregate_keyframe
 from avfusion.fusion.boxes import (
     BOX_EDGES,
     BoxProjection,
     camera_from_world,
     project_boxes,
     project_boxes_into_image,
+)
+from avfusion.fusion.occupancy import (
+    OccupancyGT,
+    OccupancyJob,
+    OccupancyMetrics,
+    OccupancyOptions,
+    OctoMapParams,
+    confusion_matrix,
+    evaluate_occupancy,
+    log_odds,
+    metrics_from_confusion,
+    occupancy_for_sample,
 )
 from avfusion.fusion.painting import (
     CountsToKelvin,
@@ -33,16 +47,29 @@ from avfusion.fusion.projection import (
 
 __all__ = [
     "BOX_EDGES",
+    "AggregatedSweeps",
+    "AggregationOptions",
     "BoxProjection",
     "CountsToKelvin",
     "OcclusionOptions",
+    "OccupancyGT",
+    "OccupancyJob",
+    "OccupancyMetrics",
+    "OccupancyOptions",
+    "OctoMapParams",
     "PaintResult",
     "Projection",
     "RadarProjection",
     "TemperaturePaint",
+    "aggregate_keyframe",
     "camera_from_world",
+    "confusion_matrix",
     "densify_depth",
     "depth_map",
+    "evaluate_occupancy",
+    "log_odds",
+    "metrics_from_confusion",
+    "occupancy_for_sample",
     "paint_colour",
     "paint_temperature",
     "project_boxes",

@@ -46,6 +46,7 @@ from avfusion.calibration.transforms import (
     Trajectory,
     Transform,
     matrix_from_quaternion,
+    quaternion_multiply,
     slerp_quaternions,
 )
 from avfusion.errors import ConfigError, LogFormatError, SyncError
@@ -154,6 +155,9 @@ class AggregationOptions:
     sweep for the box poses of moving objects (≥ 1). ``box_margin_m``: (length, width, height)
     metres added on each side of a box when collecting its points (labels are a little tight).
     ``track_tolerance_s``: how far past its first/last annotation a track's box is extrapolated.
+    ``pose_tolerance_s``: how far past the ego pose track a point's capture time may reach
+    (the pose is extrapolated at the last segment's rate; a sweep's last points are often
+    captured after the last pose).
     ``ego_box_m``: (x0, y0, z0, x1, y1, z1) in the ego frame; returns inside are self-returns.
     """
 
@@ -163,6 +167,7 @@ class AggregationOptions:
     time_slices: int = 5
     box_margin_m: tuple[float, float, float] = (0.2, 0.2, 0.1)
     track_tolerance_s: float = 0.6
+    pose_tolerance_s: float = 0.05
     ego_box_m: tuple[float, float, float, float, float, float] = NUSCENES_EGO_BOX_M
 
     def __post_init__(self) -> None:
@@ -182,6 +187,10 @@ class AggregationOptions:
         if margin.shape != (3,) or not np.all(np.isfinite(margin)) or np.any(margin < 0):
             raise ConfigError(
                 f"AggregationOptions.box_margin_m must be three finite numbers >= 0, got {self.box_margin_m!r}"
+            )
+        if not (math.isfinite(self.pose_tolerance_s) and self.pose_tolerance_s >= 0):
+            raise ConfigError(
+                f"AggregationOptions.pose_tolerance_s must be finite and >= 0, got {self.pose_tolerance_s!r}"
             )
         if not (math.isfinite(self.track_tolerance_s) and self.track_tolerance_s >= 0):
             raise ConfigError(
@@ -383,7 +392,6 @@ def aggregate_keyframe(
     tracks = _Tracks(log, _neighbour_samples(log, index, t_lo, t_hi), tol_ns)
     track_names = np.array(tracks.names, dtype=np.str_)
     kf_boxes_world = log.boxes3d(index)
-    kf_rot = kf_boxes_world.rotation_matrices()
     kf_track_row = {str(t): b for b, t in enumerate(kf_boxes_world.track_id)}
     kf_row_of_track = np.array([kf_track_row.get(n, -1) for n in tracks.names], dtype=np.int64)
     box_kf = kf_boxes_world.transformed(grid_from_world, "grid")
@@ -392,11 +400,18 @@ def aggregate_keyframe(
         box_kf.velocity, box_kf.token,
         {**box_kf.attrs, "occ3d": np.array([occ3d_class(c) for c in box_kf.label], dtype=np.int16)},
     )  # fmt: skip
+    kf_rot = box_kf.rotation_matrices()
+    q_grid_from_world = grid_from_world.quaternion
     lut = _lidarseg_lut(log)
     ego_index = _ego_index(log)
     margin = tuple(float(v) for v in opts.box_margin_m)
     ego_from_sensor = sensor.ego_from_sensor
-    grid_from_sensor_kf = grid_from_world @ poses.at(t_kf + offset) @ ego_from_sensor
+    pose_tol_ns = round(opts.pose_tolerance_s * 1e9)
+    grid_from_sensor_kf = grid_from_world @ poses.at(t_kf + offset, pose_tol_ns) @ ego_from_sensor
+    box_corners = np.array(np.meshgrid(*zip(opts.ego_box_m[:3], opts.ego_box_m[3:], strict=True)))
+    ego_reach_sq = float(
+        np.max(np.sum((box_corners.reshape(3, -1).T - ego_from_sensor.translation) ** 2, axis=1))
+    )
 
     counts = dict.fromkeys(
         ("read", "nonfinite", "self", "noise", "static", "object", "object_without_keyframe_box",
@@ -415,8 +430,13 @@ def aggregate_keyframe(
         xyz = np.asarray(cloud.xyz)
         keep = np.all(np.isfinite(xyz), axis=1)
         counts["nonfinite"] += int(n - keep.sum())
-        ego_pts = _apply(ego_from_sensor.rotation, ego_from_sensor.translation, xyz)
-        self_hit = _in_ego_box(ego_pts, opts.ego_box_m) & keep
+        # self-returns: only points as near as the ego box's farthest corner need a look
+        near = np.flatnonzero(np.einsum("ij,ij->i", xyz, xyz) <= ego_reach_sq)
+        self_hit = np.zeros(n, dtype=bool)
+        self_hit[near] = _in_ego_box(
+            _apply(ego_from_sensor.rotation, ego_from_sensor.translation, xyz[near]), opts.ego_box_m
+        )
+        self_hit &= keep
         seg = cloud.attrs.get("lidarseg")
         labels = np.full(n, UNLABELLED, dtype=np.int16)
         if seg is not None:
@@ -438,7 +458,7 @@ def aggregate_keyframe(
             rel = np.asarray(times, dtype=np.int64)[sel]
             pts_sensor_kf = deskew(
                 np.ascontiguousarray(xyz), rel, cloud.t_ns, poses, ego_from_sensor, offset,
-                t_target_ns=t_kf, what=f"aggregation sweep {sd_token}",
+                t_target_ns=t_kf, tolerance_ns=pose_tol_ns, what=f"aggregation sweep {sd_token}",
             )  # fmt: skip
             seen = _apply(
                 grid_from_sensor_kf.rotation, grid_from_sensor_kf.translation, pts_sensor_kf
@@ -463,7 +483,7 @@ def aggregate_keyframe(
         slice_of = np.clip(np.searchsorted(edges, t_point, side="right") - 1, 0, n_slices - 1)
         mids = (edges[:-1] + edges[1:]) // 2
         try:
-            rot_we, tr_we = poses.interpolate_many(mids, 50_000_000)
+            rot_we, tr_we = poses.interpolate_many(mids, pose_tol_ns)
         except SyncError as exc:
             raise SyncError(f"aggregation sweep {sd_token}: {exc}") from None
         # sensor origin per slice: grid_from_world · world_from_ego(t) · ego_from_sensor · 0
@@ -475,12 +495,14 @@ def aggregate_keyframe(
             live, q_w, c_w = tracks.at(int(mids[k]))
             if in_slice.size == 0 or live.size == 0:
                 continue
-            seen_world = _apply(world_from_grid.rotation, world_from_grid.translation,
-                                seen[in_slice])  # fmt: skip
+            # the boxes at this time in the grid frame
+            rot_gb = np.einsum("ij,kjl->kil", grid_from_world.rotation, matrix_from_quaternion(q_w))
+            c_g = _apply(grid_from_world.rotation, grid_from_world.translation, c_w)
             boxes_t = Boxes3D(
-                c_w, tracks.size[live], q_w, track_names[live], track_names[live], "world"
-            )
-            hit = points_in_boxes(seen_world, boxes_t, margin_m=margin).box_index
+                c_g, tracks.size[live], quaternion_multiply(q_grid_from_world, q_w),
+                track_names[live], track_names[live], "grid",
+            )  # fmt: skip
+            hit = points_in_boxes(seen[in_slice], boxes_t, margin_m=margin).box_index
             pts_i = np.flatnonzero(hit >= 0)
             # lidarseg says ground or static: the point stays where it is
             lab = labels[in_slice[pts_i]]
@@ -491,11 +513,9 @@ def aggregate_keyframe(
             kf_b = kf_row_of_track[live[which]]
             box_of[rows] = np.where(kf_b >= 0, kf_b, -2)  # -2: no box at the keyframe, dropped
             mv = kf_b >= 0
-            rows, which, kf_b, pw = rows[mv], which[mv], kf_b[mv], seen_world[pts_i[mv]]
-            rot_wb = matrix_from_quaternion(q_w)
-            p_box = np.einsum("nji,nj->ni", rot_wb[which], pw - c_w[which])
-            p_kf = np.einsum("nij,nj->ni", kf_rot[kf_b], p_box) + kf_boxes_world.center[kf_b]
-            placed[rows] = _apply(grid_from_world.rotation, grid_from_world.translation, p_kf)
+            rows, which, kf_b = rows[mv], which[mv], kf_b[mv]
+            p_box = np.einsum("nji,nj->ni", rot_gb[which], seen[rows] - c_g[which])
+            placed[rows] = np.einsum("nij,nj->ni", kf_rot[kf_b], p_box) + box_kf.center[kf_b]
             unl = labels[rows] == UNLABELLED
             labels[rows[unl]] = tracks.occ3d[live[which[unl]]]
         lost = box_of == -2

@@ -371,3 +371,18 @@ def _box_voxels(boxes, b: int, spec: GridSpec) -> tuple[np.ndarray, ...]:  # typ
     inside = points_in_boxes(spec.centers(ijk), boxes.select(np.array([b]))).box_index >= 0
     ijk = ijk[inside]
     return ijk[:, 0], ijk[:, 1], ijk[:, 2]
+
+
+def test_last_keyframe_whose_sweep_outlasts_the_pose_track(synth_log: NuScenesLog) -> None:
+    """The last sweep's final points are captured ~19 ms after the last ego pose: within the
+    pose tolerance they are extrapolated; with none the error names the sweep and the times."""
+    last = len(synth_log) - 1
+    agg = aggregate_keyframe(synth_log, last)
+    assert 11 <= len(agg.sweep_tokens) < 21  # the log ends a few sweeps after it
+    with pytest.raises(AVFusionError, match=r"aggregation sweep \w+: point capture times reach"):
+        aggregate_keyframe(synth_log, last, AggregationOptions(pose_tolerance_s=0.0))
+
+
+def test_missing_lidar_keyframe_is_a_clear_error(synth_log: NuScenesLog) -> None:
+    with pytest.raises(AVFusionError, match="no keyframe of LiDAR 'LIDAR_LEFT'"):
+        aggregate_keyframe(synth_log, 0, AggregationOptions(lidar="LIDAR_LEFT"))
