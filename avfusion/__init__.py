@@ -21,6 +21,10 @@ def __getattr__(name: str) -> object:
         from avfusion.io.registry import open_log
 
         return open_log
+    if name in ("FusionDataset", "collate"):  # training API (dataset.py), loaded on first use
+        from avfusion import dataset
+
+        return getattr(dataset, name)
     raise AttributeError(f"module 'avfusion' has no attribute {name!r}")
 
 
@@ -37,6 +41,7 @@ __all__ = [
     "CameraModel",
     "ConfigError",
     "Frame",
+    "FusionDataset",
     "Image",
     "Log",
     "LogFormatError",
@@ -47,5 +52,6 @@ __all__ = [
     "Transform",
     "TransformTree",
     "__version__",
+    "collate",
     "open_log",
 ]

@@ -641,6 +641,158 @@ def _print_sync_report(report: Any) -> None:
         console.print(f"[yellow]note:[/] {note}")
 
 
+# ---- calib (issue 8) ---------------------------------------------------------------------------
+
+calib_app = typer.Typer(
+    help="LiDAR→camera / LiDAR→thermal extrinsics: check (is it still right?) and refine.",
+    no_args_is_help=True,
+)
+app.add_typer(calib_app, name="calib")
+
+_CalibrationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration",
+        help="calibration.json whose extrinsics (and clock offsets) replace the log's.",
+    ),
+]
+_SyncOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sync/--no-sync",
+        help="Estimate every camera's clock offset from the data first and use it (a wrong "
+        "clock offset otherwise looks like a translation along the direction of travel).",
+    ),
+]
+
+
+def _calib_log(log_path: Path, calibration: Path | None, sync: bool, lidar: str) -> Any:
+    """The log to check or refine: with a calibration override and/or estimated clock offsets."""
+    from avfusion.calibration.clockoffset import estimate_clock_offsets
+    from avfusion.calibration.extrinsics import SensorCalibration
+    from avfusion.io import open_log
+
+    log: Any = open_log(log_path, calibration=calibration)
+    if not sync:
+        return log
+    cameras = sorted(n for n, s in log.sensors.items() if s.modality in ("camera", "thermal"))
+    with _stage(f"estimate the clock offsets of {len(cameras)} cameras from the data"):
+        estimates = estimate_clock_offsets(log, cameras, lidar=lidar)
+    override = {}
+    for name, s in log.sensors.items():
+        est = estimates.get(name)
+        offset = est.offset_ns if est is not None and est.observable else None
+        if est is not None and offset is None:
+            console.print(f"[yellow]note:[/] clock offset of {name} not observable: {est.reason}")
+        override[name] = SensorCalibration(
+            name, s.ego_from_sensor, offset if offset is not None else s.time_offset_ns
+        )
+    return open_log(log_path, calibration=override)
+
+
+@calib_app.command("check")
+def calib_check_cmd(
+    log_path: Annotated[Path, typer.Argument(metavar="LOG", help="A nuScenes-style log.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write calibration_check.json into.")
+    ] = None,
+    lidar: Annotated[str, typer.Option("--lidar", help="Reference LiDAR.")] = "LIDAR_TOP",
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Frames per sensor.")] = 20,
+    calibration: _CalibrationOpt = None,
+    sync: _SyncOpt = False,
+) -> None:
+    """Edge alignment of LiDAR depth edges and image edges for every camera and thermal
+    camera: per-frame flags and the best nearby extrinsic over the log."""
+    import json
+
+    from avfusion.calibration.validation import AlignmentSettings, check_calibration
+    from avfusion.errors import ConfigError
+
+    if max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    log = _calib_log(log_path, calibration, sync, lidar)
+    with _stage("calibration check"):
+        checks = check_calibration(
+            log, lidar=lidar, settings=AlignmentSettings(max_frames=max_frames)
+        )
+    table = Table(title=f"calibration check of {log_path} (reference {lidar})")
+    for col in ("sensor", "ok", "frames", "flagged", "rotation to best °", "translation cm"):
+        table.add_column(col)
+    for name, c in checks.items():
+        table.add_row(
+            name,
+            "yes" if c.ok else "[red]no[/]",
+            str(c.n_frames),
+            f"{100 * c.flagged_fraction:.0f}%",
+            " ".join(f"{v:+.2f}" for v in c.correction_rotation_deg),
+            " ".join(f"{100 * v:+.1f}" for v in c.correction_translation_m),
+        )
+    console.print(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "calibration_check.json"
+        doc = {"format_version": 1, "log": str(log_path), "lidar": lidar,
+               "sensors": {n: c.as_dict() for n, c in checks.items()}}  # fmt: skip
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        console.print(f"[green]✓[/] wrote {path}")
+
+
+@calib_app.command("refine")
+def calib_refine_cmd(
+    log_path: Annotated[Path, typer.Argument(metavar="LOG", help="A nuScenes-style log.")],
+    sensor: Annotated[
+        str, typer.Option("--sensor", help="Camera, thermal camera or radar to refine.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write calibration.json into.")
+    ] = None,
+    lidar: Annotated[str, typer.Option("--lidar", help="Reference LiDAR.")] = "LIDAR_TOP",
+    calibration: _CalibrationOpt = None,
+    sync: _SyncOpt = False,
+) -> None:
+    """Targetless refinement of one sensor against the LiDAR over several frames (cameras:
+    6-DoF; radar: yaw and planar translation); writes calibration.json (nuScenes
+    calibrated_sensor + ROS /tf_static) when the data constrain it, else exits with status 1."""
+    from avfusion.calibration.extrinsics import (
+        calibration_record,
+        refine_extrinsic,
+        refine_radar,
+        write_calibration,
+    )
+
+    log = _calib_log(log_path, calibration, sync, lidar)
+    is_radar = sensor in log.sensors and log.sensors[sensor].modality == "radar"
+    with _stage(f"refine {sensor}"):
+        est: Any = (
+            refine_radar(log, sensor, lidar) if is_radar else refine_extrinsic(log, sensor, lidar)
+        )
+    if not est.observable or est.ego_from_sensor is None:
+        console.print(f"[yellow]{sensor} not observable:[/] {est.reason}")
+        raise typer.Exit(1)
+    if is_radar:
+        t = est.correction.translation
+        console.print(
+            f"{sensor}: correction yaw {est.correction_yaw_deg:+.3f}° ± {est.std_yaw_deg:.3f}°, translation "
+            f"{100 * t[0]:+.1f} / {100 * t[1]:+.1f} cm ± {100 * est.std_translation_m[0]:.1f} / "
+            f"{100 * est.std_translation_m[1]:.1f} cm ({est.n_points} static detections)"
+        )
+    else:
+        console.print(repr(est))
+        console.print(
+            "std rotation ° " + " ".join(f"{v:.3f}" for v in est.std_rotation_deg)
+            + "; std translation cm " + " ".join(f"{100 * v:.2f}" for v in est.std_translation_m)
+        )  # fmt: skip
+    if out is not None:
+        s = log.sensors[sensor]
+        rec = calibration_record(
+            sensor, est.ego_from_sensor,
+            camera_intrinsic=None if s.camera is None else s.camera.K,
+            time_offset_ns=s.time_offset_ns, estimate=est.as_dict(),
+        )  # fmt: skip
+        path = write_calibration({sensor: rec}, out, source={"log": str(log_path)})
+        console.print(f"[green]✓[/] wrote {path}")
+
+
 def main() -> None:
     """Entry point: run the app, mapping library errors to one line and exit code 2."""
     try:

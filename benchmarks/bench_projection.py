@@ -12,18 +12,32 @@ projects through a pinhole ``view_points`` only.
 
 avfusion: ``project_cloud_to_cameras`` with a fixed 2 px square footprint (the dense-cloud
 setting): per camera one fused numba kernel (transform + project + two-pass z-buffer
-occlusion), the cameras on two threads; the output is the full ``Projection`` per camera
-(uv float64, depth, in_image/occluded/valid for all ~350k points: ~58 MB for six cameras).
+occlusion), the cameras on two threads; the output is the full ``Projection`` per camera (uv
+and depth float32, in_image/occluded/valid for all ~350k points: ~32 MB for six cameras, in
+three blocks below glibc's 32 MB mmap threshold, so repeated calls reuse heap memory).
 Peer: the nuscenes-devkit's ``NuScenesExplorer.map_pointcloud_to_image`` maths per camera
 (``peers.py``): four rotate/translate steps of the (4, N) float32 cloud through the global
 frame, ``view_points`` and the in-image mask; no occlusion; returns only the in-image points.
 
-Measured on the 2-core development VM (best of 5): avfusion 14-16 ms, peer 73-91 ms on a quiet
-machine (5.1-5.8x); with other jobs running the numpy peer slows down far more (peer 280 ms,
-avfusion 27 ms, 10-10.8x). Where avfusion's time goes: ~2 ms Python pose arithmetic
-(``observation_target_from_source`` × 6); 4.1-4.7 ms just to fault in and fill 58 MB of fresh
-output memory (measured alone); per camera ~1.4 ms projection (about the write bandwidth of
-its 9.6 MB of outputs) and 0.6-2 ms z-buffer, on two threads.
+Where avfusion's time goes (CPU time of one thread, 2-core VM, other jobs running): ~3.2 ms
+projecting 6 × 354k points (a branch-free loop LLVM vectorises; about the write bandwidth of the
+32 MB of outputs), ~1.4 ms listing the ~306k in-image points per chunk, ~2.2 ms sorting them by
+pixel row, ~3 ms z-buffer in a cache-resident ring of 5 rows per band of image rows, ~0.3 ms
+pose arithmetic (one ``Transform`` built per camera, pose-track look-ups batched); the
+cameras split over both cores. Before (per-camera serial kernels on a thread pool, float64
+outputs): ~2 ms pose arithmetic, 4.1-4.7 ms faulting in 58 MB of fresh
+output memory, ~1.4 ms projection and 0.6-2 ms z-buffer per camera.
+
+Measured on the 2-core development VM (best of 5, both sides in the same run; this harness
+and an A/B script doing the same), 2026-11-22: quiet (peer 74-75 ms) avfusion 6.6-6.8 ms,
+11×; one other job running (peer 83-92 ms) 10-11.7 ms, 7.9-8.5×; a heavier job (peer
+145-165 ms) 6.5-11.7 ms, 14-22×; other jobs on both cores (peer 280-320 ms) 10.5-16 ms,
+18-27×. Before this change:
+14-16 ms and 5.1-5.8× quiet, 27 ms and 10-10.8× busy. The same kernel as one parallel call for
+all six cameras (chunks and row bands on numba's threads, ``projection._CAMERAS_ON_POOL =
+False``) measured 6.5-9 ms when quiet or lightly loaded but 24-55 ms with both cores busy
+(numba's parallel regions wait for their slowest thread), hence the camera pool. After a call
+of the peer (heap trimmed, the 32 MB of outputs faulted in afresh) add ~4-5 ms.
 """
 
 from __future__ import annotations

@@ -136,6 +136,86 @@ def test_convert_is_a_verb() -> None:
     assert res.exit_code == 0 and "--rig" in res.output and "--out" in res.output
 
 
+def _true_offsets_calibration(root: object, out: object) -> object:
+    """calibration.json with the sample log's extrinsics and its true clock offsets."""
+    import json
+    from pathlib import Path
+
+    from avfusion.calibration.extrinsics import calibration_record, write_calibration
+    from avfusion.io import NuScenesLog
+
+    truth = json.loads((Path(str(root)) / "truth" / "calibration.json").read_text())["sensors"]
+    log = NuScenesLog(Path(str(root)))
+    records = {
+        n: calibration_record(n, s.ego_from_sensor, time_offset_ns=truth[n]["clock_offset_ns"])
+        for n, s in log.sensors.items()
+    }
+    return write_calibration(records, Path(str(out)))
+
+
+def test_calib_check_and_refine_on_sample_data(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from avfusion.calibration.extrinsics import read_calibration
+    from avfusion.synth import ensure_sample_data
+
+    root = ensure_sample_data(Path(__file__).resolve().parents[1] / "sample_data")
+    calib = _true_offsets_calibration(root, Path(str(tmp_path)) / "truth")
+    out = Path(str(tmp_path)) / "check"
+    res = runner.invoke(
+        app,
+        ["calib", "check", str(root), "--out", str(out), "--max-frames", "6",
+         "--calibration", str(calib)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "THERMAL_FRONT" in res.output and "CAM_FRONT" in res.output
+    doc = json.loads((out / "calibration_check.json").read_text())
+    assert doc["format_version"] == 1
+    sensors = doc["sensors"]
+    assert set(sensors) == {"CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "THERMAL_FRONT"}
+    assert sensors["CAM_FRONT"]["ok"] and sensors["THERMAL_FRONT"]["ok"]
+    assert all(len(s["frames"]) == s["n_frames"] > 0 for s in sensors.values())
+    refined = Path(str(tmp_path)) / "refined"
+    res = runner.invoke(
+        app,
+        ["calib", "refine", str(root), "--sensor", "THERMAL_FRONT", "--out", str(refined),
+         "--calibration", str(calib)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    back = read_calibration(refined / "calibration.json")["THERMAL_FRONT"]
+    assert back.time_offset_ns == 25_000_000
+    doc = json.loads((refined / "calibration.json").read_text())["sensors"]["THERMAL_FRONT"]
+    assert (
+        doc["estimate"]["observable"] is True
+        and len(doc["calibrated_sensor"]["camera_intrinsic"]) == 3
+    )
+
+
+def test_calib_errors_are_one_line(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from avfusion.synth import ensure_sample_data
+
+    root = ensure_sample_data(Path(__file__).resolve().parents[1] / "sample_data")
+    cmd = [
+        sys.executable,
+        "-m",
+        "avfusion",
+        "calib",
+        "refine",
+        str(root),
+        "--sensor",
+        "LIDAR_TOP",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "'LIDAR_TOP' is a lidar sensor, not a camera or thermal camera" in res.stderr
+    res = runner.invoke(app, ["calib", "check", str(root), "--calibration", str(tmp_path)])
+    assert res.exit_code != 0
+
+
 def test_occupancy_command_writes_and_resumes(tmp_path: Path) -> None:
     from avfusion.synth import ensure_sample_data
 

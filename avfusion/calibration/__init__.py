@@ -6,14 +6,27 @@ from avfusion.calibration.clockoffset import (
     estimate_clock_offset,
     estimate_clock_offsets,
 )
+from avfusion.calibration.extrinsics import (
+    ExtrinsicEstimate,
+    read_calibration,
+    refine_extrinsic,
+    write_calibration,
+)
 from avfusion.calibration.transforms import Trajectory, Transform, TransformTree
+from avfusion.calibration.validation import SensorCheck, check_calibration
 
 __all__ = [
     "CameraModel",
     "ClockOffsetEstimate",
+    "ExtrinsicEstimate",
+    "SensorCheck",
     "Trajectory",
     "Transform",
     "TransformTree",
+    "check_calibration",
     "estimate_clock_offset",
     "estimate_clock_offsets",
+    "read_calibration",
+    "refine_extrinsic",
+    "write_calibration",
 ]

@@ -56,6 +56,7 @@ import numpy.typing as npt
 
 from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Trajectory, Transform
+from avfusion.calibration.validation import edge_distance_image, edge_map
 from avfusion.errors import AVFusionError, CalibrationError, ConfigError, SyncError
 
 __all__ = [
@@ -281,92 +282,8 @@ def lidar_depth_edges(
 # --------------------------------------------------------------------------------------------
 
 
-def _grey_float(pixels: npt.NDArray[Any], what: str) -> npt.NDArray[np.float32]:
-    """A float32 grey image: colour as luminance, grey and 16-bit radiometric counts as they are."""
-    import cv2
-
-    img = np.asarray(pixels)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 3 and img.shape[2] in (3, 4):
-        rgb = np.ascontiguousarray(img[..., :3])
-        if rgb.dtype != np.uint8:
-            rgb = rgb.astype(np.float32)
-        grey: npt.NDArray[Any] = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        return np.asarray(grey, dtype=np.float32)
-    if img.ndim != 2 or img.size == 0:
-        raise CalibrationError(
-            f"{what}: expected an H×W grey, H×W×3 colour or H×W 16-bit image, got shape {img.shape}"
-        )
-    return np.ascontiguousarray(img, dtype=np.float32)
-
-
-def edge_map(
-    pixels: npt.NDArray[Any],
-    *,
-    blur_sigma_px: float = 1.2,
-    low_snr: float = 6.0,
-    high_snr: float = 12.0,
-    what: str = "image",
-) -> npt.NDArray[np.uint8]:
-    """Canny edges (uint8 0/255, H×W) with thresholds relative to the image's own noise.
-
-    Works the same on 8-bit colour or grey and on 16-bit radiometric thermal images: the image
-    is blurred (``blur_sigma_px``), its Sobel gradients are computed in float, the gradient
-    noise is estimated robustly (1.4826 × median |gradient component|, i.e. from the flat
-    majority of the image) and hysteresis keeps edges whose gradient exceeds ``high_snr`` ×
-    noise, grown down to ``low_snr`` × noise. So a thermal image's few kelvin between road,
-    cars and walls are found next to a 50 K colder sky, while its column pattern and NETD are not.
-    """
-    import cv2
-
-    if not 0 < low_snr <= high_snr:
-        raise CalibrationError(
-            f"{what}: edge thresholds need 0 < low_snr <= high_snr, got {low_snr}, {high_snr}"
-        )
-    grey: npt.NDArray[Any] = _grey_float(pixels, what)
-    if blur_sigma_px > 0:
-        grey = cv2.GaussianBlur(grey, (0, 0), blur_sigma_px)
-    dx: npt.NDArray[Any] = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
-    dy: npt.NDArray[Any] = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    # Robust noise level from a regular subsample (every 3rd row and column) of both components.
-    sample = np.abs(np.concatenate([dx[::3, ::3].ravel(), dy[::3, ::3].ravel()]))
-    noise = 1.4826 * float(np.median(sample))
-    peak = max(max(abs(v) for v in cv2.minMaxLoc(g)[:2]) for g in (dx, dy))
-    if peak <= 0:
-        return np.zeros(grey.shape, np.uint8)
-    noise = max(noise, 1e-6 * peak)
-    # cv2.Canny takes int16 gradients: scale so the noise is >= 8 units where the range allows.
-    scale = min(8.0 / noise, 32000.0 / peak)
-    gx = cv2.Sobel(grey, cv2.CV_16S, 1, 0, ksize=3, scale=scale)
-    gy = cv2.Sobel(grey, cv2.CV_16S, 0, 1, ksize=3, scale=scale)
-    edges: npt.NDArray[Any] = cv2.Canny(
-        gx, gy, low_snr * noise * scale, high_snr * noise * scale, L2gradient=True
-    )
-    return edges
-
-
-def edge_distance_image(
-    pixels: npt.NDArray[Any],
-    *,
-    blur_sigma_px: float = 1.2,
-    low_snr: float = 6.0,
-    high_snr: float = 12.0,
-    what: str = "image",
-) -> npt.NDArray[np.float32]:
-    """Distance (pixels, float32 H×W) from every pixel centre to the nearest ``edge_map`` edge
-    (the image diagonal where the image has no edge at all)."""
-    import cv2
-
-    edges = edge_map(
-        pixels, blur_sigma_px=blur_sigma_px, low_snr=low_snr, high_snr=high_snr, what=what
-    )
-    if not np.any(edges):
-        return np.full(edges.shape, np.float32(np.hypot(*edges.shape)), dtype=np.float32)
-    dist: npt.NDArray[Any] = cv2.distanceTransform(
-        cv2.bitwise_not(edges), cv2.DIST_L2, cv2.DIST_MASK_5
-    )
-    return dist
+# ``edge_map`` and ``edge_distance_image`` (noise-relative Canny thresholds) live in
+# ``calibration.validation`` with the other edge images; re-exported here.
 
 
 # --------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ __all__ += [
     "CAM_PARAMS",
     "densify_depth_kernel",
     "depth_map_kernel",
-    "project_zbuffer_kernel",
+    "project_cameras_kernel",
 ]
 
 #: Length of the packed camera parameter vector (see the section comment).
@@ -229,24 +229,6 @@ def _project_one(
 
 
 @njit(cache=True, inline="always")
-def _unpack(
-    rot: npt.NDArray[np.float64], trans: npt.NDArray[np.float64], cam: npt.NDArray[np.float64]
-) -> tuple[
-    tuple[float, float, float, float, float, float, float, float, float, float, float, float],
-    tuple[float, float, float, float, float, int, float],
-    npt.NDArray[np.float64],
-]:
-    """The scalars ``_project_one`` takes, from the arrays the wrappers pass."""
-    m = (
-        rot[0, 0], rot[0, 1], rot[0, 2], trans[0],
-        rot[1, 0], rot[1, 1], rot[1, 2], trans[1],
-        rot[2, 0], rot[2, 1], rot[2, 2], trans[2],
-    )  # fmt: skip
-    k = (cam[0], cam[1], cam[2], cam[3], cam[4], int(cam[14]), cam[13])
-    return m, k, cam[5:13].copy()
-
-
-@njit(cache=True, inline="always")
 def _pixel_of(u: float, v: float, width: int, height: int) -> tuple[int, int]:
     """(row, col) of an in-image point, clipped into the image (never out of bounds)."""
     col = min(max(int(np.floor(u + 0.5)), 0), width - 1)
@@ -254,264 +236,560 @@ def _pixel_of(u: float, v: float, width: int, height: int) -> tuple[int, int]:
     return row, col
 
 
-@njit(cache=True, inline="always")
-def _footprint_fill(
-    buf: npt.NDArray[np.float32],
-    row: int,
-    col: int,
-    r: int,
-    disc: bool,
-    value: np.float32,
-    reset: bool,
-) -> None:
-    """min-write ``value`` over the square (or disc) of radius ``r`` around (row, col), or, with
-    ``reset``, write it (clipped to ``buf``)."""
-    height, width = buf.shape
-    for a in range(max(row - r, 0), min(row + r, height - 1) + 1):
-        half = r
-        if disc:
-            da = a - row
-            half = int(np.sqrt(float(r * r - da * da)))
-        line = buf[a]
-        c0 = max(col - half, 0)
-        c1 = min(col + half, width - 1)
-        if reset:
-            for b in range(c0, c1 + 1):
-                line[b] = value
-        else:
-            for b in range(c0, c1 + 1):
-                line[b] = min(line[b], value)
+#: Points per chunk of the projection pass (one job = one camera × one chunk).
+_PROJECT_CHUNK = 16384
+#: Points per block inside a chunk: the vectorised projection, then the in-image scan (in L1).
+_PROJECT_BLOCK = 512
 
 
 @njit(cache=True, inline="always")
-def _footprint_below(
-    buf: npt.NDArray[np.float32], row: int, col: int, r: int, disc: bool, limit: float
-) -> bool:
-    """Whether ``buf`` holds a value below ``limit`` in the square (or disc) of radius ``r``
-    around (row, col)."""
-    height, width = buf.shape
-    for a in range(max(row - r, 0), min(row + r, height - 1) + 1):
-        half = r
-        if disc:
-            da = a - row
-            half = int(np.sqrt(float(r * r - da * da)))
-        line = buf[a]
-        for b in range(max(col - half, 0), min(col + half, width - 1) + 1):
-            if float(line[b]) < limit:
-                return True
-    return False
-
-
-@njit(cache=True, inline="always")
-def _sort_by_row(
-    index: npt.NDArray[np.int32],
-    pixel: npt.NDArray[np.int32],
-    depth: npt.NDArray[np.float64],
-    index_out: npt.NDArray[np.int32],
-    pixel_out: npt.NDArray[np.int32],
-    depth_out: npt.NDArray[np.float64],
-    n: int,
-    height: int,
-) -> None:
-    """Stable counting sort of the first ``n`` (index, pixel, depth) by pixel row; a pixel is
-    packed as ``row << 16 | col``."""
-    start = np.zeros(height + 1, dtype=np.int64)
-    for j in range(n):
-        start[(pixel[j] >> 16) + 1] += 1
-    for key in range(height):
-        start[key + 1] += start[key]
-    for j in range(n):
-        p = pixel[j]
-        key = p >> 16
-        k = start[key]
-        start[key] = k + 1
-        index_out[k] = index[j]
-        pixel_out[k] = p
-        depth_out[k] = depth[j]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def project_zbuffer_kernel(
+def _pinhole_block(
     points: npt.NDArray[np.floating],
-    rot: npt.NDArray[np.float64],
-    trans: npt.NDArray[np.float64],
-    cam: npt.NDArray[np.float64],
-    width: int,
-    height: int,
+    m: tuple[float, float, float, float, float, float, float, float, float, float, float, float],
+    fx: float,
+    skew: float,
+    cx: float,
+    fy: float,
+    cy: float,
     min_depth_m: float,
-    occlusion: bool,
-    max_radius: int,
-    size_px_m: float,
-    disc: bool,
-    tolerance_m: float,
-    tolerance_rel: float,
-    buf: npt.NDArray[np.float32],
-    reach: npt.NDArray[np.uint8],
-    order: npt.NDArray[np.int32],
-    order_depth: npt.NDArray[np.float64],
-    uv: npt.NDArray[np.float64],
-    depth: npt.NDArray[np.float64],
+    umax: np.float32,
+    vmax: np.float32,
+    n: int,
+    uv: npt.NDArray[np.float32],
+    depth: npt.NDArray[np.float32],
     in_image: npt.NDArray[np.bool_],
     occluded: npt.NDArray[np.bool_],
     valid: npt.NDArray[np.bool_],
 ) -> int:
-    """Transform, project and (optionally) occlusion-test one cloud in one camera, fused.
-
-    ``rot``, ``trans``: camera_from_source; ``width`` × ``height`` the image size. Writes
-    ``uv`` (N, 2), ``depth``, ``in_image``, ``occluded`` and ``valid = in_image & ~occluded``
-    (N,); returns the number of points in the image. ``buf`` (float32, +inf) and ``reach``
-    (uint8, 0), both (height, width), are scratch buffers that are as found again on return
-    (only the touched pixels are reset, so a caller can keep them per image size and thread);
-    ``order`` (4, >= N) int32 and ``order_depth`` (2, >= N) float64 are scratch too. All are
-    used only with ``occlusion``. With outputs shorter than N, or with occlusion and buffers of
-    another size, scratch shorter than N, ``max_radius`` > 255 or an image side above 65535 px,
-    nothing is written and -1 is returned.
-
-    Occlusion: point j *covers* pixel q when q lies in j's footprint, the square (or ``disc``)
-    of radius ``r_j`` px around j's pixel, ``r_j = max_radius`` or, when ``size_px_m > 0``,
-    ``min(max_radius, floor(size_px_m / (2 z_j) + 0.5))``. Point i is occluded when a point
-    covering i's pixel is nearer (its float32 depth) than ``z_i - (tolerance_m +
-    tolerance_rel · z_i)``. Two passes, three exact ways:
-
-    * square footprints, separable: (1) every point min-writes its depth over the run of
-      ``2 r_j + 1`` pixels of its own row and (variable radii only), in ``reach``, the radius
-      of the nearest point there (the largest among equal depths); (2) each point scans the
-      column through its pixel, rows ``±max_radius``: a run value below its limit whose radius
-      reaches the row hides it. The nearest point of a run pixel has the largest radius (radius falls with
-      depth), so if it does not reach no other one does;
-    * variable disc: (1) every point min-writes its depth over its disc, (2) each point
-      compares with the buffer at its own pixel;
-    * fixed disc: (1) every point min-writes its own pixel, (2) each point compares with the
-      minimum over the disc around its pixel (footprints are symmetric, and a pixel's nearest
-      point is the one that counts).
-
-    Both passes read the in-image points' (index, pixel, depth) sorted by pixel row (a
-    counting sort in the scratch arrays), so they touch the buffers a few rows at a time
-    (cache-friendly) whatever the input order. Serial (``nogil``: callers run several cameras
-    on threads), so deterministic; every write is clipped to the buffers.
-    """
-    n = points.shape[0]
-    if (
-        uv.shape[0] < n
-        or uv.shape[1] < 2
-        or depth.shape[0] < n
-        or in_image.shape[0] < n
-        or occluded.shape[0] < n
-        or valid.shape[0] < n
-    ):
-        return -1
-    if occlusion and (
-        width > 0xFFFF
-        or height > 0xFFFF
-        or max_radius > 255
-        or reach.shape[0] != height
-        or reach.shape[1] != width
-        or buf.shape[0] != height
-        or buf.shape[1] != width
-        or order.shape[0] < 4
-        or order.shape[1] < n
-        or order_depth.shape[0] < 2
-        or order_depth.shape[1] < n
-    ):
-        return -1
-    index = order[0]
-    pixel = order[1]
-    depth_s = order_depth[0]
-    variable = size_px_m > 0.0
-    m, kp, dist = _unpack(rot, trans, cam)
-    n_in = 0
+    """Pinhole projection of ``n`` points, branch-free so that LLVM vectorises it. The arrays
+    are slices starting at the block (an index from 0 lets LLVM drop numba's negative-index
+    wraparound, which otherwise stops the vectoriser)."""
+    nan = np.float32(np.nan)
+    edge = np.float32(-0.5)
+    count = 0
     for i in range(n):
-        u, v, z, ok = _project_one(
-            float(points[i, 0]), float(points[i, 1]), float(points[i, 2]),
+        px = float(points[3 * i])
+        py = float(points[3 * i + 1])
+        pz = float(points[3 * i + 2])
+        x = m[0] * px + m[1] * py + m[2] * pz + m[3]
+        y = m[4] * px + m[5] * py + m[6] * pz + m[7]
+        z = m[8] * px + m[9] * py + m[10] * pz + m[11]
+        # x - x == 0 is False for inf and NaN: isfinite without a call
+        ok = (z > min_depth_m) & (x - x == 0.0) & (y - y == 0.0) & (z - z == 0.0)
+        inv_z = 1.0 / z
+        xn = x * inv_z
+        yn = y * inv_z
+        u = np.float32(fx * xn + skew * yn + cx)
+        v = np.float32(fy * yn + cy)
+        u = u if ok else nan
+        v = v if ok else nan
+        inside = (u >= edge) & (u < umax) & (v >= edge) & (v < vmax)
+        uv[2 * i] = u
+        uv[2 * i + 1] = v
+        depth[i] = np.float32(z)
+        in_image[i] = inside
+        occluded[i] = False
+        valid[i] = inside
+        count += inside
+    return count
+
+
+@njit(cache=True, inline="always")
+def _lens_block(
+    points: npt.NDArray[np.floating],
+    m: tuple[float, float, float, float, float, float, float, float, float, float, float, float],
+    kp: tuple[float, float, float, float, float, int, float],
+    dist: npt.NDArray[np.float64],
+    width: int,
+    height: int,
+    min_depth_m: float,
+    umax: np.float32,
+    vmax: np.float32,
+    n: int,
+    uv: npt.NDArray[np.float32],
+    depth: npt.NDArray[np.float32],
+    in_image: npt.NDArray[np.bool_],
+    occluded: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+) -> int:
+    """Projection of ``n`` points through a distortion model (``_project_one``)."""
+    edge = np.float32(-0.5)
+    count = 0
+    for i in range(n):
+        u64, v64, z, _ = _project_one(
+            float(points[3 * i]), float(points[3 * i + 1]), float(points[3 * i + 2]),
             m, kp, dist, width, height, min_depth_m,
         )  # fmt: skip
-        uv[i, 0] = u
-        uv[i, 1] = v
-        depth[i] = z
-        in_image[i] = ok
+        u = np.float32(u64)
+        v = np.float32(v64)
+        inside = u >= edge and u < umax and v >= edge and v < vmax
+        uv[2 * i] = u
+        uv[2 * i + 1] = v
+        depth[i] = np.float32(z)
+        in_image[i] = inside
         occluded[i] = False
-        valid[i] = ok
-        if ok and occlusion:
-            row, col = _pixel_of(u, v, width, height)
-            index[n_in] = i
-            pixel[n_in] = (row << 16) | col
-            depth_s[n_in] = z
-            n_in += 1
-        elif ok:
-            n_in += 1
-    if not occlusion or n_in == 0:
-        return n_in
-    # counting sort of the in-image points by pixel row (stable), so that the passes below
-    # touch the buffer a few rows at a time
-    _sort_by_row(
-        order[0], order[1], order_depth[0], order[2], order[3], order_depth[1], n_in, height
-    )
-    index = order[2]
-    pixel = order[3]
-    depth_s = order_depth[1]
-    square = not disc
-    for k in range(n_in):  # pass 1: min-depth raster, in row order
-        row = pixel[k] >> 16
-        col = pixel[k] & 0xFFFF
-        z = np.float32(depth_s[k])
-        r = max_radius
-        if variable:
-            r = min(max(int(0.5 * size_px_m / depth_s[k] + 0.5), 0), max_radius)
-        if square and variable:
-            line = buf[row]
-            line_r = reach[row]
-            for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
-                if z < line[b]:
-                    line[b] = z
-                    line_r[b] = r
-                elif z == line[b] and r > line_r[b]:
-                    line_r[b] = r
-        elif square:  # every radius is max_radius: no reach needed
-            line = buf[row]
-            for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
-                line[b] = min(line[b], z)
-        elif variable:
-            _footprint_fill(buf, row, col, r, True, z, False)
-        elif z < buf[row, col]:
-            buf[row, col] = z
-    for k in range(n_in):  # pass 2: test
-        row = pixel[k] >> 16
-        col = pixel[k] & 0xFFFF
-        z = depth_s[k]
-        limit = z - (tolerance_m + tolerance_rel * z)
-        hidden = False
-        if square:
-            for a in range(max(row - max_radius, 0), min(row + max_radius, height - 1) + 1):
-                if float(buf[a, col]) < limit and (not variable or abs(a - row) <= reach[a, col]):
-                    hidden = True
-                    break
-        elif variable:
-            hidden = float(buf[row, col]) < limit
-        else:
-            hidden = _footprint_below(buf, row, col, max_radius, True, limit)
-        if hidden:
-            occluded[index[k]] = True
-            valid[index[k]] = False
+        valid[i] = inside
+        count += inside
+    return count
+
+
+@njit(cache=True, inline="always")
+def _footprint_radius(z: float, size_px_m: float, max_radius: int) -> int:
+    """``min(max_radius, floor(size_px_m / (2 z) + 0.5))`` (``max_radius`` when fixed)."""
+    if size_px_m <= 0.0:
+        return max_radius
+    rf = 0.5 * size_px_m / z + 0.5
+    if not rf < max_radius:  # also for z tiny or the ratio not finite
+        return max_radius
+    return int(rf)
+
+
+@njit(cache=True, inline="always")
+def _zbuffer_band(
+    index: npt.NDArray[np.int32],
+    cols: npt.NDArray[np.int32],
+    depth: npt.NDArray[np.float32],
+    row_start: npt.NDArray[np.int64],
+    width: int,
+    height: int,
+    r0: int,
+    r1: int,
+    r_max: int,
+    size_px_m: float,
+    disc: bool,
+    ahead: int,
+    tolerance_m: float,
+    tolerance_rel: float,
+    occluded: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+) -> None:
+    """Occlusion test of the points of rows ``r0:r1`` of one camera (sorted by row: the points
+    of row ``a`` are ``row_start[a]:row_start[a + 1]``), in a ring of ``2 r_max + 1 + ahead``
+    buffer rows padded by ``r_max`` columns on both sides (footprint runs need no clipping).
+    Step ``a`` clears the ring row that row ``a + ahead`` will use (its dirty range), lets the
+    points of row ``a`` write their footprints (pass 1), and tests the points of row
+    ``a - r_max``, whose footprint rows have all been written by then (pass 2)."""
+    if r1 <= r0:
+        return
+    variable = size_px_m > 0.0
+    use_reach = variable and not disc
+    n_slots = min(2 * r_max + 1 + ahead, height)
+    pad = r_max
+    wp = width + 2 * pad
+    ring = np.full(n_slots * wp, np.inf, dtype=np.float32)
+    reach = np.zeros(n_slots * wp if use_reach else 1, dtype=np.uint8)
+    dirty_lo = np.full(n_slots, wp, dtype=np.int64)
+    dirty_hi = np.full(n_slots, -1, dtype=np.int64)
     inf = np.float32(np.inf)
-    for k in range(n_in):  # leave the scratch buffers as found
-        row = pixel[k] >> 16
-        col = pixel[k] & 0xFFFF
-        r = max_radius
-        if variable:
-            r = min(max(int(0.5 * size_px_m / depth_s[k] + 0.5), 0), max_radius)
-        if square:
-            line = buf[row]
-            line_r = reach[row]
-            for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
-                line[b] = inf
-            if variable:
-                for b in range(max(col - r, 0), min(col + r, width - 1) + 1):
-                    line_r[b] = 0
-        elif variable:
-            _footprint_fill(buf, row, col, r, True, inf, True)
-        else:
-            buf[row, col] = inf
-    return n_in
+    for a in range(r0 - r_max, r1 + r_max):
+        enter = a + ahead
+        if enter >= 0 and enter < height:
+            s = enter % n_slots
+            lo = dirty_lo[s]
+            hi = dirty_hi[s]
+            if hi >= lo:
+                seg = ring[s * wp + lo : s * wp + hi + 1]
+                for q in range(seg.size):  # from 0: vectorised (no wraparound test)
+                    seg[q] = inf
+                if use_reach:
+                    seg_r = reach[s * wp + lo : s * wp + hi + 1]
+                    for q in range(seg_r.size):
+                        seg_r[q] = 0
+                dirty_lo[s] = wp
+                dirty_hi[s] = -1
+        if a >= 0 and a < height:  # pass 1: the points of row a write their footprints
+            sa = a % n_slots
+            base = sa * wp + pad
+            p0 = row_start[a]
+            p1 = row_start[a + 1]
+            if p1 > p0:
+                if not disc:  # a run in its own row; no clipping thanks to the padding
+                    lo_c = np.int64(wp)
+                    hi_c = np.int64(-1)
+                    for p in range(p0, p1):
+                        col = np.int64(cols[p])
+                        z = depth[p]
+                        r = _footprint_radius(float(z), size_px_m, r_max)
+                        q0 = base + col - r
+                        q1 = base + col + r
+                        if use_reach:
+                            for qs in range(q0, q1 + 1):
+                                q = np.uint64(qs)
+                                if z < ring[q]:
+                                    ring[q] = z
+                                    reach[q] = r
+                                elif z == ring[q] and r > reach[q]:
+                                    reach[q] = r
+                        else:
+                            for qs in range(q0, q1 + 1):
+                                q = np.uint64(qs)
+                                v = ring[q]
+                                ring[q] = z if z < v else v
+                        lo_c = min(lo_c, col + pad - r)
+                        hi_c = max(hi_c, col + pad + r)
+                    dirty_lo[sa] = min(dirty_lo[sa], lo_c)
+                    dirty_hi[sa] = max(dirty_hi[sa], hi_c)
+                elif variable:  # a disc over the rows around
+                    for p in range(p0, p1):
+                        col = np.int64(cols[p])
+                        z = depth[p]
+                        r = _footprint_radius(float(z), size_px_m, r_max)
+                        x0 = max(a - r, 0)
+                        sx = x0 % n_slots
+                        for x in range(x0, min(a + r, height - 1) + 1):
+                            dx = x - a
+                            half = int(np.sqrt(float(r * r - dx * dx)))
+                            bx = sx * wp + pad + col
+                            for q in range(bx - half, bx + half + 1):
+                                v = ring[q]
+                                ring[q] = z if z < v else v
+                            dirty_lo[sx] = min(dirty_lo[sx], col + pad - half)
+                            dirty_hi[sx] = max(dirty_hi[sx], col + pad + half)
+                            sx += 1
+                            if sx == n_slots:
+                                sx = 0
+                else:  # its own pixel
+                    lo_c = np.int64(wp)
+                    hi_c = np.int64(-1)
+                    for p in range(p0, p1):
+                        col = np.int64(cols[p])
+                        z = depth[p]
+                        v = ring[base + col]
+                        ring[base + col] = z if z < v else v
+                        lo_c = min(lo_c, col + pad)
+                        hi_c = max(hi_c, col + pad)
+                    dirty_lo[sa] = min(dirty_lo[sa], lo_c)
+                    dirty_hi[sa] = max(dirty_hi[sa], hi_c)
+        row = a - r_max
+        if row >= r0 and row < r1:  # pass 2: test the points of row `row`
+            x0 = max(row - r_max, 0)
+            x1 = min(row + r_max, height - 1)
+            s0 = x0 % n_slots
+            srow = row % n_slots
+            for p in range(row_start[row], row_start[row + 1]):
+                col = np.int64(cols[p]) + pad
+                z = float(depth[p])
+                limit = z - (tolerance_m + tolerance_rel * z)
+                hidden = False
+                if not disc:
+                    s = s0
+                    for x in range(x0, x1 + 1):
+                        q = np.uint64(s * wp + col)
+                        if float(ring[q]) < limit and (not use_reach or abs(x - row) <= reach[q]):
+                            hidden = True
+                            break
+                        s += 1
+                        if s == n_slots:
+                            s = 0
+                elif variable:
+                    hidden = float(ring[srow * wp + col]) < limit
+                else:
+                    s = s0
+                    for x in range(x0, x1 + 1):
+                        dx = x - row
+                        half = int(np.sqrt(float(r_max * r_max - dx * dx)))
+                        bx = s * wp + col
+                        for q in range(bx - half, bx + half + 1):
+                            if float(ring[q]) < limit:
+                                hidden = True
+                                break
+                        if hidden:
+                            break
+                        s += 1
+                        if s == n_slots:
+                            s = 0
+                if hidden:
+                    i = index[p]
+                    occluded[i] = True
+                    valid[i] = False
+
+
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+def project_cameras_kernel(
+    points: npt.NDArray[np.floating],
+    transforms: npt.NDArray[np.float64],
+    cams: npt.NDArray[np.float64],
+    sizes: npt.NDArray[np.int64],
+    min_depth_m: float,
+    occlusion: bool,
+    max_radius: int,
+    size_px_m: npt.NDArray[np.float64],
+    disc: bool,
+    tolerance_m: float,
+    tolerance_rel: float,
+    n_threads: int,
+    uv: npt.NDArray[np.float32],
+    depth: npt.NDArray[np.float32],
+    in_image: npt.NDArray[np.bool_],
+    occluded: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+    list_index: npt.NDArray[np.int32],
+    list_key: npt.NDArray[np.int32],
+    list_z: npt.NDArray[np.float32],
+    sorted_index: npt.NDArray[np.int32],
+    sorted_col: npt.NDArray[np.int32],
+    sorted_z: npt.NDArray[np.float32],
+) -> int:
+    """Project one cloud into C cameras and (optionally) occlusion-test it, fused and parallel.
+
+    ``points``: the (N, 3) cloud flattened to (3N,) (float32 or float64, source frame);
+    ``transforms`` (C, 12): camera_from_source of each camera, row-major ``r00 r01 r02 t0 r10
+    ... t2``; ``cams`` (C, ``CAM_PARAMS``) the packed camera models; ``sizes`` (C, 2) width,
+    height. Writes, per camera c: ``uv[c]`` (2N,) = (u0, v0, u1, v1, ...) float32 pixel
+    coordinates (NaN where not projectable), ``depth[c]`` (N,) float32 camera z, ``in_image[c]``,
+    ``occluded[c]`` and ``valid[c] = in_image & ~occluded``. Arithmetic is float64 and rounded
+    to float32 on output; ``in_image`` and each point's pixel (``floor(v + 0.5), floor(u +
+    0.5)``) are taken from the float32 values (so they agree with what a caller reads), and the
+    occlusion test uses the float32 depths. Returns 0, or -1 (nothing written) when an array
+    has the wrong shape, an image side is below 1 (or, with occlusion, above 65535 px), or
+    ``max_radius`` is outside [0, 255]. The six scratch arrays (C, >= N) are used only with
+    ``occlusion``; their contents on entry do not matter.
+
+    Occlusion: point j *covers* pixel q when q lies in j's footprint, the square (or ``disc``)
+    of radius ``r_j`` px around j's pixel, ``r_j = max_radius`` or, when ``size_px_m[c] > 0``,
+    ``min(max_radius, floor(size_px_m[c] / (2 z_j) + 0.5))``. Point i is occluded when a point
+    covering i's pixel is nearer than ``z_i - (tolerance_m + tolerance_rel · z_i)``. Exact
+    two-pass formulations: squares are separable ((1) every point min-writes its depth over the
+    ``2 r_j + 1`` pixels of its own row and, for variable radii, the radius of the nearest point
+    there (the largest among equal depths); (2) a point is hidden when, in the column through
+    its pixel, rows ``±max_radius``, a value below its limit was written by a point whose radius
+    reaches its row); a variable disc writes its disc and tests its own pixel; a fixed disc
+    writes its own pixel and tests the disc around it (footprints are symmetric).
+
+    Work, all in parallel over ``n_threads`` (jobs dealt round-robin; no two jobs write one
+    cell, so the result does not depend on ``n_threads``): (a) camera × chunk of points:
+    project (a branch-free loop that LLVM vectorises, for pinhole cameras) and list the chunk's
+    in-image points (index, pixel, depth) with a histogram of their rows; (b) a stable counting
+    sort of each camera's list by pixel row; (c) camera × band of image rows: the two passes in
+    a ring of ``2 max_radius + 1`` buffer rows (``3 max_radius + 1`` for variable discs), which
+    stays in the L1/L2 cache, where the old full-image buffer (5.8 MB at 1600×900) did not.
+    """
+    n3 = points.shape[0]
+    n = n3 // 3
+    n_cams = transforms.shape[0]
+    if (
+        n3 != 3 * n
+        or transforms.shape[1] != 12
+        or cams.shape[0] != n_cams
+        or cams.shape[1] != CAM_PARAMS
+        or sizes.shape[0] != n_cams
+        or sizes.shape[1] != 2
+        or size_px_m.shape[0] != n_cams
+        or uv.shape[0] != n_cams
+        or uv.shape[1] < 2 * n
+        or depth.shape[0] != n_cams
+        or depth.shape[1] < n
+        or in_image.shape[0] != n_cams
+        or in_image.shape[1] < n
+        or occluded.shape[0] != n_cams
+        or occluded.shape[1] < n
+        or valid.shape[0] != n_cams
+        or valid.shape[1] < n
+        or n_threads < 1
+    ):
+        return -1
+    h_max = 1
+    for c in range(n_cams):
+        if sizes[c, 0] < 1 or sizes[c, 1] < 1:
+            return -1
+        if occlusion and (sizes[c, 0] > 0xFFFF or sizes[c, 1] > 0xFFFF):
+            return -1
+        h_max = max(h_max, sizes[c, 1])
+    if occlusion:
+        for a in (list_index, list_key, sorted_index, sorted_col):
+            if a.shape[0] != n_cams or a.shape[1] < n:
+                return -1
+        if (
+            list_z.shape[0] != n_cams or list_z.shape[1] < n
+            or sorted_z.shape[0] != n_cams or sorted_z.shape[1] < n
+            or max_radius < 0 or max_radius > 255
+        ):  # fmt: skip
+            return -1
+    if n == 0 or n_cams == 0:
+        return 0
+    n_chunks = (n + _PROJECT_CHUNK - 1) // _PROJECT_CHUNK
+    n_jobs = n_cams * n_chunks
+    # per camera, row and chunk: in-image points (pass 1), then the chunk's next sorted slot
+    hist = np.zeros((n_cams, n_chunks, h_max if occlusion else 0), dtype=np.int64)
+    counts = np.zeros((n_cams, n_chunks), dtype=np.int64)
+    # ---- pass 1: project; collect each chunk's in-image points (index, pixel, depth)
+    for t in prange(n_threads):
+        for j in range(t, n_jobs, n_threads):
+            c = j // n_chunks
+            k = j - c * n_chunks
+            lo = k * _PROJECT_CHUNK
+            hi = min(lo + _PROJECT_CHUNK, n)
+            width = sizes[c, 0]
+            height = sizes[c, 1]
+            tf = transforms[c]
+            m = (
+                tf[0],
+                tf[1],
+                tf[2],
+                tf[3],
+                tf[4],
+                tf[5],
+                tf[6],
+                tf[7],
+                tf[8],
+                tf[9],
+                tf[10],
+                tf[11],
+            )
+            cam = cams[c]
+            code = int(cam[14])
+            kp = (cam[0], cam[1], cam[2], cam[3], cam[4], code, cam[13])
+            dist = cam[5:13].copy()
+            umax = np.float32(width - 0.5)
+            vmax = np.float32(height - 0.5)
+            uvc = uv[c]
+            dc = depth[c]
+            ic = in_image[c]
+            oc = occluded[c]
+            vc = valid[c]
+            pos = lo
+            li = list_index[c]
+            lk = list_key[c]
+            lz = list_z[c]
+            hk = hist[c, k]
+            for b0 in range(lo, hi, _PROJECT_BLOCK):
+                b1 = min(b0 + _PROJECT_BLOCK, hi)
+                blk = (points[3 * b0 : 3 * b1], uvc[2 * b0 : 2 * b1], dc[b0:b1], ic[b0:b1],
+                       oc[b0:b1], vc[b0:b1])  # fmt: skip
+                if code == 0:
+                    n_in = _pinhole_block(blk[0], m, kp[0], kp[1], kp[2], kp[3], kp[4], min_depth_m,
+                                   umax, vmax, b1 - b0, blk[1], blk[2], blk[3], blk[4], blk[5])  # fmt: skip
+                else:
+                    n_in = _lens_block(blk[0], m, kp, dist, width, height, min_depth_m, umax, vmax,
+                                b1 - b0, blk[1], blk[2], blk[3], blk[4], blk[5])  # fmt: skip
+                if occlusion and n_in > 0:
+                    b_uv = blk[1]
+                    b_dc = blk[2]
+                    b_ic = blk[3]
+                    for ii in range(b1 - b0):
+                        if b_ic[ii]:
+                            col = min(max(int(np.floor(float(b_uv[2 * ii]) + 0.5)), 0), width - 1)
+                            row = min(
+                                max(int(np.floor(float(b_uv[2 * ii + 1]) + 0.5)), 0), height - 1
+                            )
+                            q = np.uint64(pos)  # in [lo, hi): no wraparound test
+                            li[q] = b0 + ii
+                            lk[q] = (row << 16) | col
+                            lz[q] = b_dc[ii]
+                            hk[np.uint64(row)] += 1
+                            pos += 1
+            counts[c, k] = pos - lo
+    if not occlusion:
+        return 0
+    # ---- counting sort by row (stable: rows, then chunks, then index)
+    row_start = np.zeros((n_cams, h_max + 1), dtype=np.int64)
+    for c in range(n_cams):
+        acc = 0
+        height = sizes[c, 1]
+        for r in range(height):
+            row_start[c, r] = acc
+            for k in range(n_chunks):
+                cnt = hist[c, k, r]
+                hist[c, k, r] = acc
+                acc += cnt
+        for r in range(height, h_max + 1):
+            row_start[c, r] = acc
+    for t in prange(n_threads):
+        for j in range(t, n_jobs, n_threads):
+            c = j // n_chunks
+            k = j - c * n_chunks
+            lo = k * _PROJECT_CHUNK
+            off = hist[c, k]
+            rs = row_start[c]
+            si = sorted_index[c]
+            sc = sorted_col[c]
+            sz = sorted_z[c]
+            li = list_index[c]
+            lk = list_key[c]
+            lz = list_z[c]
+            for e in range(lo, lo + counts[c, k]):
+                ue = np.uint64(e)
+                key = lk[ue]
+                row = np.uint64(key >> 16)
+                p = off[row]
+                if (
+                    p < rs[row + np.uint64(1)]
+                ):  # always (prefix sums); keeps every write provably in range
+                    off[row] = p + 1
+                    up = np.uint64(p)
+                    si[up] = li[ue]
+                    sc[up] = key & 0xFFFF
+                    sz[up] = lz[ue]
+    # ---- z-buffer, a band of rows per job, in a ring of rows
+    r_max = max_radius
+    variable = False
+    for c in range(n_cams):
+        if size_px_m[c] > 0.0:
+            variable = True
+    ahead = r_max if (disc and variable) else 0
+    span = 2 * r_max + 1 + ahead
+    n_bands = max(1, min(8, h_max // (4 * span)))
+    n_jobs = n_cams * n_bands
+    for t in prange(n_threads):
+        for j in range(t, n_jobs, n_threads):
+            c = j // n_bands
+            band = j - c * n_bands
+            height = sizes[c, 1]
+            b_lo = band * height // n_bands
+            b_hi = (band + 1) * height // n_bands
+            si = sorted_index[c]
+            sc = sorted_col[c]
+            sz = sorted_z[c]
+            rs = row_start[c]
+            w = sizes[c, 0]
+            oc = occluded[c]
+            vc = valid[c]
+            # literal flags: each footprint kind gets its own specialised (inlined) loop
+            if not disc and not variable:
+                _zbuffer_band(
+                    si,
+                    sc,
+                    sz,
+                    rs,
+                    w,
+                    height,
+                    b_lo,
+                    b_hi,
+                    r_max,
+                    0.0,
+                    False,
+                    0,
+                    tolerance_m,
+                    tolerance_rel,
+                    oc,
+                    vc,
+                )
+            elif not disc:
+                _zbuffer_band(si, sc, sz, rs, w, height, b_lo, b_hi, r_max, size_px_m[c], False, 0, tolerance_m, tolerance_rel,
+                              oc, vc)  # fmt: skip
+            elif not variable:
+                _zbuffer_band(
+                    si,
+                    sc,
+                    sz,
+                    rs,
+                    w,
+                    height,
+                    b_lo,
+                    b_hi,
+                    r_max,
+                    0.0,
+                    True,
+                    0,
+                    tolerance_m,
+                    tolerance_rel,
+                    oc,
+                    vc,
+                )
+            else:
+                _zbuffer_band(si, sc, sz, rs, w, height, b_lo, b_hi, r_max, size_px_m[c], True, ahead, tolerance_m, tolerance_rel,
+                              oc, vc)  # fmt: skip
+    return 0
 
 
 @njit(cache=True)
@@ -824,7 +1102,10 @@ def voxelize_kernel(
     = the lowest class id); voxels without points (or only points with a label outside [0, C))
     get ``empty_label``. ``order`` (N,) scratch of the labels' dtype. Method: a counting sort of
     the labels by voxel (chunk c's points of a voxel go after those of chunks < c, so no two
-    chunks write one slot), then a histogram per occupied voxel with more than one label.
+    chunks write one slot), then a histogram per occupied voxel with more than one label. The
+    sort's offsets and the majority pass visit only the occupied voxels (each chunk lists the
+    voxels it touches first), not the whole grid: for 1M points in the 640k-voxel Occ3D grid
+    (23.5k occupied) that saves ~0.3 ms of a ~5.8 ms call on two threads.
 
     Returns (inside, non-finite, labels outside [0, C) among the inside points).
     """
@@ -846,12 +1127,17 @@ def voxelize_kernel(
     lo_x, lo_y, lo_z = lo[0], lo[1], lo[2]
     n_nan = np.zeros(n_chunks, np.int64)
     n_in = np.zeros(n_chunks, np.int64)
+    # with labels: each chunk lists the voxels it touches first (in its own part of ``touched``),
+    # so that what follows works on the occupied voxels only, not the whole grid
+    touched = np.empty(n if with_labels else 0, np.int32)
+    n_touched = np.zeros(n_chunks, np.int64)
     for c in prange(n_chunks):
         grid = flat_scratch[c]
         grid[:] = 0
         start, stop = _chunk(c, n_chunks, n)
         bad = 0
         inside = 0
+        n_t = 0
         for i in range(start, stop):
             fx = (float(points[i, 0]) - lo_x) * inv_voxel
             fy = (float(points[i, 1]) - lo_y) * inv_voxel
@@ -859,6 +1145,9 @@ def voxelize_kernel(
             if fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny and fz >= 0.0 and fz < nz:
                 v = (int(fx) * ny + int(fy)) * nz + int(fz)
                 point_voxel[i] = v
+                if with_labels and grid[v] == 0:
+                    touched[start + n_t] = v  # at most one entry per point of the chunk
+                    n_t += 1
                 grid[v] += 1
                 inside += 1
             elif (
@@ -872,6 +1161,7 @@ def voxelize_kernel(
                 bad += 1
         n_nan[c] = bad
         n_in[c] = inside
+        n_touched[c] = n_t
     if not with_labels:
         # Sum the chunks. Serial on purpose: a vectorised pass is faster than a parallel region.
         flat_counts[:] = flat_scratch[0]
@@ -880,17 +1170,30 @@ def voxelize_kernel(
             for v in range(n_cells):
                 flat_counts[v] += row[v]
         return int(n_in.sum()), int(n_nan.sum()), 0
-    # Counting sort by voxel. Serial prefix sum: scratch[c, v] becomes the first slot in
-    # ``order`` of chunk c's points in voxel v (chunk order within a voxel); after the scatter,
-    # scratch[T - 1, v] is the end of voxel v's slots.
-    run = 0
+    # Counting sort by voxel, over the occupied voxels only (serial; a few per cent of the
+    # grid): totals and the list of occupied voxels from the chunks' touched lists, then
+    # scratch[c, v] becomes the first slot in ``order`` of chunk c's points in voxel v (chunk
+    # order within a voxel); after the scatter, scratch[T - 1, v] is the end of v's slots.
     for v in range(n_cells):
-        voxel_start = run
+        flat_counts[v] = 0
+    occupied = np.empty(min(n, n_cells), np.int32)
+    n_occ = 0
+    for c in range(n_chunks):
+        grid = flat_scratch[c]
+        start = _chunk(c, n_chunks, n)[0]
+        for e in range(start, start + n_touched[c]):
+            v = touched[e]
+            if flat_counts[v] == 0:
+                occupied[n_occ] = v
+                n_occ += 1
+            flat_counts[v] += grid[v]
+    run = 0
+    for j in range(n_occ):
+        v = occupied[j]
         for c in range(n_chunks):
             k = flat_scratch[c, v]
             flat_scratch[c, v] = run
             run += k
-        flat_counts[v] = run - voxel_start
     for c in prange(n_chunks):
         cursor = flat_scratch[c]
         start, stop = _chunk(c, n_chunks, n)
@@ -904,16 +1207,16 @@ def voxelize_kernel(
     n_classes = tie_rank.shape[0]
     flat_sem = semantics.reshape(n_cells)
     n_bad = np.zeros(n_chunks, np.int64)
+    for v in range(n_cells):
+        flat_sem[v] = empty_label
     for c in prange(n_chunks):
         hist = np.zeros(max(n_classes, 1), np.int64)
-        start, stop = _chunk(c, n_chunks, n_cells)
+        start, stop = _chunk(c, n_chunks, n_occ)
         bad = 0
-        for v in range(start, stop):
+        for j in range(start, stop):
+            v = occupied[j]
             b = ends[v]
             a = b - flat_counts[v]
-            if a == b:
-                flat_sem[v] = empty_label
-                continue
             first = order[a]
             same = True
             for s in range(a + 1, b):

@@ -599,7 +599,7 @@ def project_radar(
         t_source_ns=head.t_source_ns,
         t_camera_ns=head.t_camera_ns,
     )
-    uv = proj.uv_px
+    uv = proj.uv_px.astype(np.float64)  # Projection.uv_px is float32; the geometry here is float64
     point_uv, bottom_uv, top_uv, tip_uv = uv[:n], uv[n : 2 * n], uv[2 * n : 3 * n], uv[3 * n :]
     rect = (-0.5, -0.5, cam.width - 0.5, cam.height - 0.5)
     with np.errstate(invalid="ignore"):

@@ -528,8 +528,10 @@ class NuScenesLog(Log):
         scene: str | None = None,
         ref_sensor: str = "LIDAR_TOP",
         radar_filters: RadarFilters | None = None,
+        calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     ) -> None:
         self.root, self.table_dir = find_nuscenes_tables(path, version)
+        self._calibration = _calibration_override(calibration, self.table_dir)
         self.version = self.table_dir.name
         self.ref_sensor = ref_sensor
         self.radar_filters = radar_filters
@@ -560,6 +562,12 @@ class NuScenesLog(Log):
         self._sample_pos = {r.token: i for i, r in enumerate(self._samples)}
         self._index_sample_data()
         self._sensors = self._log_sensors()
+        unknown = sorted(set(self._calibration) - set(self._sensors))
+        if unknown:
+            raise CalibrationError(
+                f"{self.table_dir}: the calibration override names sensors the log does not have: "
+                f"{', '.join(unknown)} (sensors: {', '.join(sorted(self._sensors))})"
+            )
         self._poses: Trajectory | None = None
         logger.debug(
             "%s: %d keyframes, %d channels", self.table_dir, len(self._samples), len(self._sensors)
@@ -618,6 +626,22 @@ class NuScenesLog(Log):
     def __repr__(self) -> str:
         scene = f", scene={self._scene_token}" if self._scene_token else ""
         return f"NuScenesLog({self.table_dir}, {len(self)} keyframes, sensors={sorted(self._sensors)}{scene})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the arguments that open the log (a few hundred bytes): the tables are read
+        again, lazily, in the process that unpickles it (e.g. a spawned DataLoader worker),
+        instead of every loaded table travelling through the pickle."""
+        return (
+            _reopen_nuscenes,
+            (
+                str(self.table_dir),
+                self.version,
+                self._scene_token,
+                self.ref_sensor,
+                self.radar_filters,
+                self._calibration or None,
+            ),
+        )
 
     # -- tables ------------------------------------------------------------------------------
     def _table(self, name: str, optional: bool = False) -> _Table[Any]:
@@ -778,14 +802,21 @@ class NuScenesLog(Log):
                     )
             except CalibrationError as exc:
                 raise LogFormatError(f"{self.table_dir}: {where} ({channel}): {exc}") from exc
+        ego_from_sensor = _transform(
+            cs.rotation, cs.translation, f"{self.table_dir / 'calibrated_sensor.json'}: {where}"
+        )
+        time_offset_ns = int(ext.get("time_offset_ns", 0))
+        override = self._calibration.get(channel)
+        if override is not None:  # calibration= keyword: replaces the tables' extrinsic
+            ego_from_sensor = override.ego_from_sensor
+            if override.time_offset_ns is not None:
+                time_offset_ns = override.time_offset_ns
         sensor = Sensor(
             channel,
             modality,  # type: ignore[arg-type]
-            _transform(
-                cs.rotation, cs.translation, f"{self.table_dir / 'calibrated_sensor.json'}: {where}"
-            ),
+            ego_from_sensor,
             camera,
-            int(ext.get("time_offset_ns", 0)),
+            time_offset_ns,
         )
         self._sensor_cache[calibrated_sensor_token] = sensor
         return sensor
@@ -1388,6 +1419,52 @@ def _aggregate_decoded(
         if all(c.attrs[name].ndim == 1 for c in clouds)
     }
     return stack, attrs
+
+
+def _reopen_nuscenes(
+    table_dir: str,
+    version: str,
+    scene: str | None,
+    ref_sensor: str,
+    radar_filters: RadarFilters | None,
+    calibration: Mapping[str, Any] | None = None,
+) -> NuScenesLog:
+    """Unpickling of ``NuScenesLog`` (see ``NuScenesLog.__reduce__``)."""
+    return NuScenesLog(
+        table_dir, version, scene=scene, ref_sensor=ref_sensor, radar_filters=radar_filters,
+        calibration=calibration,
+    )  # fmt: skip
+
+
+def _calibration_override(
+    calibration: str | os.PathLike[str] | Mapping[str, Any] | None, where: Path
+) -> dict[str, Any]:
+    """Sensor name → ``SensorCalibration`` from the ``calibration=`` keyword: a
+    ``calibration.json`` path, or a mapping of sensor name → ``Transform`` (ego_from_sensor)
+    or ``SensorCalibration``."""
+    from avfusion.calibration.extrinsics import SensorCalibration, read_calibration
+
+    if calibration is None:
+        return {}
+    if isinstance(calibration, str | os.PathLike):
+        return dict(read_calibration(calibration))
+    if not isinstance(calibration, Mapping):
+        raise CalibrationError(
+            f"{where}: calibration must be a calibration.json path or a mapping sensor -> "
+            f"Transform, got {type(calibration).__name__}"
+        )
+    out: dict[str, Any] = {}
+    for name, value in calibration.items():
+        if isinstance(value, SensorCalibration):
+            out[str(name)] = value
+        elif isinstance(value, Transform):
+            out[str(name)] = SensorCalibration(str(name), value)
+        else:
+            raise CalibrationError(
+                f"{where}: calibration of sensor '{name}' must be a Transform (ego_from_sensor) "
+                f"or SensorCalibration, got {type(value).__name__}"
+            )
+    return out
 
 
 def open_nuscenes(

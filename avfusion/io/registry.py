@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from avfusion.errors import ConfigError, LogFormatError
 from avfusion.types import Log
@@ -63,14 +64,14 @@ def _open_bag(p: Path, rig: str | os.PathLike[str] | None) -> Log:
     return open_bag(p, rig)  # without a rig: ConfigError suggesting `avfusion info --rig-out`
 
 
-def _open_nuscenes(p: Path, rig: str | os.PathLike[str] | None) -> Log:
+def _open_nuscenes(p: Path, rig: str | os.PathLike[str] | None, **kwargs: Any) -> Log:
     from avfusion.io.nuscenes import NuScenesLog
 
     if rig is not None:
         raise ConfigError(
             f"{p}: a rig file applies to bags; a nuScenes-style log carries its own calibration"
         )
-    return NuScenesLog(p)
+    return NuScenesLog(p, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,18 @@ def _known() -> str:
     return f"readable: {'; '.join(readable)}{later}"
 
 
-def open_log(path: str | os.PathLike[str], rig: str | os.PathLike[str] | None = None) -> Log:
-    """Open whatever log is at ``path`` as a ``Log`` (see ``FORMATS``)."""
+def open_log(
+    path: str | os.PathLike[str],
+    rig: str | os.PathLike[str] | None = None,
+    *,
+    calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+) -> Log:
+    """Open whatever log is at ``path`` as a ``Log`` (see ``FORMATS``).
+
+    ``calibration`` (a ``calibration.json`` path, or sensor name → ``Transform``
+    ego_from_sensor) replaces the log's extrinsics (and clock offsets the file states); it is
+    supported for nuScenes-style logs (``ConfigError`` for other formats).
+    """
     p = Path(path)
     if not p.exists():
         raise LogFormatError(f"{p}: no such file or directory")
@@ -131,4 +142,11 @@ def open_log(path: str | os.PathLike[str], rig: str | os.PathLike[str] | None = 
             f"{p}: looks like a {fmt.description}, but that reader is not available yet ({_known()})"
         )
     logger.debug("%s: opening as %s", p, fmt.name)
+    if calibration is not None:
+        if fmt.name != "nuscenes":
+            raise ConfigError(
+                f"{p}: a calibration override is supported for nuScenes-style logs only, not "
+                f"{fmt.description} (convert the bag first: avfusion convert)"
+            )
+        return _open_nuscenes(p, rig, calibration=calibration)
     return fmt.open(p, rig)

@@ -76,7 +76,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DEFAULT_SECONDS = 6.5
 DEFAULT_SEED = 0
 DEFAULT_INJECT = "default"

@@ -108,6 +108,14 @@ def test_edge_image_inputs() -> None:
     assert not flat.edges.any() and np.all(flat.distance_px == 7.0)
     fixed = EdgeImage.from_image(square_image(), high_threshold=5000.0)
     assert not fixed.edges.any()
+    # Noise-relative thresholds (the clock-offset estimator's edges): the same square.
+    noise = EdgeImage.from_image(square_image(), thresholds="noise", max_distance_px=10.0)
+    assert noise.edges[40:80, 78:82].any() and not noise.edges[:30].any()
+    assert noise.distance_px.max() == 10.0 and noise.distance_px.dtype == np.float32
+    blank = EdgeImage.from_image(np.zeros((10, 12), np.uint8), thresholds="noise")
+    assert not blank.edges.any() and np.all(blank.distance_px == 20.0)
+    with pytest.raises(CalibrationError, match="thresholds must be 'percentile' or 'noise'"):
+        EdgeImage.from_image(square_image(), thresholds="otsu")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
