@@ -746,46 +746,14 @@ def project_cameras_kernel(
             vc = valid[c]
             # literal flags: each footprint kind gets its own specialised (inlined) loop
             if not disc and not variable:
-                _zbuffer_band(
-                    si,
-                    sc,
-                    sz,
-                    rs,
-                    w,
-                    height,
-                    b_lo,
-                    b_hi,
-                    r_max,
-                    0.0,
-                    False,
-                    0,
-                    tolerance_m,
-                    tolerance_rel,
-                    oc,
-                    vc,
-                )
+                _zbuffer_band(si, sc, sz, rs, w, height, b_lo, b_hi, r_max, 0.0, False, 0, tolerance_m, tolerance_rel,
+                              oc, vc)  # fmt: skip
             elif not disc:
                 _zbuffer_band(si, sc, sz, rs, w, height, b_lo, b_hi, r_max, size_px_m[c], False, 0, tolerance_m, tolerance_rel,
                               oc, vc)  # fmt: skip
             elif not variable:
-                _zbuffer_band(
-                    si,
-                    sc,
-                    sz,
-                    rs,
-                    w,
-                    height,
-                    b_lo,
-                    b_hi,
-                    r_max,
-                    0.0,
-                    True,
-                    0,
-                    tolerance_m,
-                    tolerance_rel,
-                    oc,
-                    vc,
-                )
+                _zbuffer_band(si, sc, sz, rs, w, height, b_lo, b_hi, r_max, 0.0, True, 0, tolerance_m, tolerance_rel,
+                              oc, vc)  # fmt: skip
             else:
                 _zbuffer_band(si, sc, sz, rs, w, height, b_lo, b_hi, r_max, size_px_m[c], True, ahead, tolerance_m, tolerance_rel,
                               oc, vc)  # fmt: skip
