@@ -76,26 +76,42 @@ def _stage(name: str) -> Iterator[None]:
     console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - start:.1f} s)[/]")
 
 
-def _progress_printer(label: str) -> Callable[..., None]:
-    """A progress callback ``(done, total, *what)`` that redraws one bar on the terminal."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+def _progress_printer(
+    label: str, unit: str | None = None, *, transient: bool = True
+) -> Callable[..., None]:
+    """A progress callback ``(done, total, *what)`` that redraws one bar on the terminal.
 
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
+    ``what[0]`` (when a non-empty string) is shown after the label. With ``unit`` the bar also
+    shows done/total, the rate in ``unit``/s since the first call, and the elapsed time.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
-    task: list[Any] = []
+
+    columns: list[Any] = ["[progress.description]{task.description}", BarColumn()]
+    if unit is not None:
+        columns += [MofNCompleteColumn(), TaskProgressColumn(), "{task.fields[rate]}",
+                    TimeElapsedColumn(), "eta"]  # fmt: skip
+    else:
+        columns.append(TaskProgressColumn())
+    columns.append(TimeRemainingColumn())
+    progress = Progress(*columns, console=console, transient=transient)
+    state: dict[str, Any] = {}
 
     def update(done: int, total: int, *what: object) -> None:
-        if not task:
+        if "task" not in state:
             progress.start()
-            task.append(progress.add_task(label, total=total))
-        detail = f"{label} {what[0]}" if what else label
-        progress.update(task[0], completed=done, total=total, description=detail)
+            state.update(task=progress.add_task(label, total=total, rate=""),
+                         start=time.perf_counter(), first=done)  # fmt: skip
+        detail = f"{label} {what[0]}" if what and unit is None and what[0] else label
+        ran, elapsed = done - state["first"], time.perf_counter() - state["start"]
+        rate = f"{ran / elapsed:.2f} {unit}/s" if unit and ran and elapsed > 0 else ""
+        progress.update(state["task"], completed=done, total=total, description=detail, rate=rate)
         if done >= total:
             progress.stop()
 
@@ -295,7 +311,11 @@ def _demo_occupancy(nuscenes_root: Path, outputs: Path) -> None:
         "[bold]occupancy ground truth[/] (Occ3D labels.npz, ±10 sweeps, LiDAR and camera masks)"
     )
     out = outputs / "occupancy"
-    summary = run_job(OccupancyJob(str(nuscenes_root)), out, progress=_rate_progress("occupancy"))
+    summary = run_job(
+        OccupancyJob(str(nuscenes_root)),
+        out,
+        progress=_progress_printer("occupancy", "frames", transient=False),
+    )
     if summary.failed:
         raise AVFusionError(
             f"occupancy failed for {len(summary.failed)} keyframes: {summary.failed}"
@@ -576,7 +596,7 @@ def occupancy(
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     options = OccupancyOptions(camera_stride_px=camera_stride).with_sweeps(sweeps)
     job = OccupancyJob(str(log_path), options, scene=scene, limit=limit)
-    progress = _rate_progress("occupancy")
+    progress = _progress_printer("occupancy", "frames", transient=False)
     summary = run_job(
         job, out, executor=executor, workers=workers, address=address, progress=progress
     )
@@ -590,40 +610,6 @@ def occupancy(
     console.print(f"  outputs: {Path(out).resolve()} (manifest.json, run_summary.json)")
     if summary.failed:
         raise typer.Exit(1)
-
-
-def _rate_progress(label: str) -> Callable[..., None]:
-    """A progress callback ``(done, total, key, seconds)`` with frames/s and ETA."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TaskProgressColumn(), "{task.fields[rate]}", TimeElapsedColumn(), "eta", TimeRemainingColumn(),
-        console=console, transient=False,
-    )  # fmt: skip
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int, key: str = "", seconds: float = 0.0) -> None:
-        if "task" not in state:
-            progress.start()
-            state["task"] = progress.add_task(label, total=total, rate="")
-            state["start"] = time.perf_counter()
-            state["first"] = done
-        elapsed = time.perf_counter() - state["start"]
-        ran = done - state["first"]
-        rate = f"{ran / elapsed:.2f} frames/s" if ran and elapsed > 0 else ""
-        progress.update(state["task"], completed=done, total=total, rate=rate)
-        if done >= total:
-            progress.stop()
-
-    return update
 
 
 def _print_sync_report(report: Any) -> None:

@@ -338,14 +338,18 @@ def _neighbour_samples(log: _AggregationLog, index: int, t_lo: int, t_hi: int) -
     return sorted(out)
 
 
-def _lidarseg_lut(log: _AggregationLog) -> npt.NDArray[np.int16]:
-    """lidarseg index (0..255) → Occ3D class (-1 dropped), from the category table."""
+def _lidarseg_lut(log: _AggregationLog) -> tuple[npt.NDArray[np.int16], int]:
+    """lidarseg index (0..255) → Occ3D class (-1 dropped), from the category table, and the
+    index of ``vehicle.ego`` (-1 when the table has none)."""
     lut = np.zeros(256, dtype=np.int16)
+    ego_index = -1
     for row in log.table("category"):
         index = row.get("index")
         if isinstance(index, int) and 0 <= index < 256:
             lut[index] = occ3d_class(str(row.get("name", "")))
-    return lut
+            if row.get("name") == "vehicle.ego":
+                ego_index = index
+    return lut, ego_index
 
 
 def _in_ego_box(points_ego: npt.NDArray[Any], box: Sequence[float]) -> npt.NDArray[np.bool_]:
@@ -402,8 +406,7 @@ def aggregate_keyframe(
     )  # fmt: skip
     kf_rot = box_kf.rotation_matrices()
     q_grid_from_world = grid_from_world.quaternion
-    lut = _lidarseg_lut(log)
-    ego_index = _ego_index(log)
+    lut, ego_index = _lidarseg_lut(log)
     margin = tuple(float(v) for v in opts.box_margin_m)
     ego_from_sensor = sensor.ego_from_sensor
     pose_tol_ns = round(opts.pose_tolerance_s * 1e9)
@@ -476,8 +479,15 @@ def aggregate_keyframe(
 
         placed = seen.copy()
         box_of = np.full(len(sel), -1, dtype=np.int32)
-        # slices of capture time: box poses and the sensor origin at each slice's centre
-        t0, t1 = (int(t_point.min()), int(t_point.max())) if len(sel) else (0, 0)
+        # slices of capture time: box poses and the sensor origin at each slice's centre. The
+        # slices span the whole sweep's times (removed points included), so what is removed
+        # never changes how the other points are placed.
+        span = (
+            np.asarray(times, dtype=np.int64) + (cloud.t_ns + offset)
+            if opts.deskew and times is not None and n
+            else np.full(1, cloud.t_ns + offset, dtype=np.int64)
+        )
+        t0, t1 = int(span.min()), int(span.max())
         n_slices = opts.time_slices if t1 > t0 else 1
         edges = np.linspace(t0, t1 + 1, n_slices + 1).astype(np.int64)
         slice_of = np.clip(np.searchsorted(edges, t_point, side="right") - 1, 0, n_slices - 1)
@@ -547,11 +557,3 @@ def aggregate_keyframe(
         counts["read"] - len(result), counts,
     )  # fmt: skip
     return result
-
-
-def _ego_index(log: _AggregationLog) -> int:
-    """The lidarseg index of ``vehicle.ego`` in this log (-1 when absent)."""
-    for row in log.table("category"):
-        if row.get("name") == "vehicle.ego" and isinstance(row.get("index"), int):
-            return int(row["index"])
-    return -1

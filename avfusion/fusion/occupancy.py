@@ -270,8 +270,15 @@ def occupancy_from_aggregate(
     timings["voxelize_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rays = cast_rays(agg.ray_end, agg.ray_origin, spec, what=f"occupancy rays {agg.sample_token}")
-    mask_lidar = (rays.observed | occupied).astype(np.uint8)
+    # every ray once: the keyframe sweep's on their own (box carving of moving objects needs
+    # them apart), the other sweeps' added to them
+    kf = agg.sweep == agg.sweep_tokens.index(agg.keyframe_token)
+    kf_rays = cast_rays(agg.ray_end[kf], agg.ray_origin[kf], spec,
+                        what=f"occupancy keyframe rays {agg.sample_token}")  # fmt: skip
+    other = cast_rays(agg.ray_end[~kf], agg.ray_origin[~kf], spec,
+                      what=f"occupancy rays {agg.sample_token}")  # fmt: skip
+    free, hits = kf_rays.free + other.free, kf_rays.hits + other.hits
+    mask_lidar = ((free > 0) | (hits > 0) | occupied).astype(np.uint8)
     timings["raycast_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -284,18 +291,18 @@ def occupancy_from_aggregate(
         # cabin). Static boxes are carved by the rays of every sweep; moving ones only by the
         # keyframe sweep's (other sweeps saw the space before or after the object was there).
         stuff = labelled & (semantics >= _FIRST_STUFF_CLASS) & (semantics != OCC3D_FREE_LABEL)
-        kf = agg.sweep == agg.sweep_tokens.index(agg.keyframe_token)
-        kf_rays = cast_rays(agg.ray_end[kf], agg.ray_origin[kf], spec,
-                            what=f"occupancy keyframe rays {agg.sample_token}")  # fmt: skip
         speed = (
             np.linalg.norm(np.nan_to_num(agg.boxes.velocity[:, :2], nan=np.inf), axis=1)
             if agg.boxes.velocity is not None
             else np.full(len(agg.boxes), np.inf)
         )
         static = speed <= opts.static_speed_mps
-        for sel, r in ((static, rays), (~static, kf_rays)):
+        for sel, (f_cnt, h_cnt) in (
+            (static, (free, hits)),
+            (~static, (kf_rays.free, kf_rays.hits)),
+        ):
             if sel.any():
-                keep_out = stuff | ((r.free > 0) & (r.hits == 0))
+                keep_out = stuff | ((f_cnt > 0) & (h_cnt == 0))
                 f, n = _fill_boxes(semantics, agg.boxes.select(sel), spec, keep_out)
                 filled |= f
                 boxes_in_grid += n
@@ -327,7 +334,7 @@ def occupancy_from_aggregate(
         "boxes": len(agg.boxes),
         "boxes_in_grid": boxes_in_grid,
         "voxels_per_class": {OCC3D_CLASSES[c]: int(per_class[c]) for c in range(len(per_class)) if per_class[c]},
-        "lidar_rays": rays.n_rays,
+        "lidar_rays": kf_rays.n_rays + other.n_rays,
         "lidar_observed_voxels": int(mask_lidar.sum()),
         "cameras": [name for name, _, _ in cameras],
         "camera_rays": n_camera_rays,
@@ -529,8 +536,8 @@ def evaluate_occupancy(
 # The dataset job (runner.py runs it locally or on Ray)
 # --------------------------------------------------------------------------------------------
 
-#: Logs opened in this process, by path (each worker process opens its own, once).
-_OPEN_LOGS: dict[str, Any] = {}
+#: Logs opened in this process, by (path, scene) (each worker process opens its own, once).
+_OPEN_LOGS: dict[tuple[str, str | None], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -549,11 +556,12 @@ class OccupancyJob:
     name: str = "occupancy"
 
     def _log(self) -> Any:
-        log = _OPEN_LOGS.get(self.log_path)
+        key = (self.log_path, self.scene)
+        log = _OPEN_LOGS.get(key)
         if log is None:
             from avfusion.io.nuscenes import NuScenesLog
 
-            log = _OPEN_LOGS[self.log_path] = NuScenesLog(self.log_path, scene=self.scene)
+            log = _OPEN_LOGS[key] = NuScenesLog(self.log_path, scene=self.scene)
         return log
 
     def config(self) -> dict[str, Any]:

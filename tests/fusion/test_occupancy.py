@@ -386,3 +386,38 @@ def test_last_keyframe_whose_sweep_outlasts_the_pose_track(synth_log: NuScenesLo
 def test_missing_lidar_keyframe_is_a_clear_error(synth_log: NuScenesLog) -> None:
     with pytest.raises(AVFusionError, match="no keyframe of LiDAR 'LIDAR_LEFT'"):
         aggregate_keyframe(synth_log, 0, AggregationOptions(lidar="LIDAR_LEFT"))
+
+
+def test_non_finite_points_are_counted_and_never_reach_the_grid(
+    synth_log: NuScenesLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sensor that reports NaN/inf for some returns: those points are counted, the rest are
+    aggregated exactly as before, and every output array stays finite."""
+    from avfusion.types import PointCloud
+
+    clean = aggregate_keyframe(synth_log, 3, AggregationOptions(sweeps=2))
+    original = NuScenesLog.load_points
+
+    def corrupted(self: NuScenesLog, sd_token: str, **kwargs: object) -> PointCloud:
+        cloud = original(self, sd_token, **kwargs)  # type: ignore[arg-type]
+        xyz = np.array(cloud.xyz, copy=True)
+        xyz[:50, 0] = np.nan
+        xyz[50:60] = np.inf
+        return PointCloud(
+            xyz, cloud.sensor, cloud.t_ns, cloud.attrs, cloud.world_from_ego, cloud.token
+        )
+
+    monkeypatch.setattr(NuScenesLog, "load_points", corrupted)
+    bad = aggregate_keyframe(synth_log, 3, AggregationOptions(sweeps=2))
+    n_sweeps = len(bad.sweep_tokens)
+    assert bad.counts["nonfinite"] == 60 * n_sweeps
+    assert bad.counts["read"] == clean.counts["read"]
+    assert 0 < len(clean) - len(bad) <= 60 * n_sweeps
+    # the surviving points are exactly the clean run's points (nothing else moved or lost)
+    rows = lambda a: np.ascontiguousarray(a).view([("", a.dtype)] * 3).ravel()  # noqa: E731
+    assert np.all(np.isin(rows(bad.points), rows(clean.points)))
+    assert bad.counts["static"] + bad.counts["object"] == len(bad)
+    for arr in (bad.points, bad.ray_end, bad.ray_origin):
+        assert np.all(np.isfinite(arr))
+    gt = occupancy_for_sample(synth_log, 3, OccupancyOptions().with_sweeps(2))
+    assert gt.stats["points"]["nonfinite"] == 60 * n_sweeps
