@@ -27,7 +27,7 @@ $(STAMP_BASE): pyproject.toml | $(PY)
 	@touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,bench,distributed,torch]'
+	$(PY) -m pip install --quiet -e '.[test,bench,distributed,torch,viz]'
 	@touch $@ $(STAMP_BASE)
 
 # Open3D's wheel links libusb-1.0 (Debian package libusb-1.0-0); Chromium is for the report's
