@@ -33,13 +33,10 @@ back with ``read_calibration`` (a mapping sensor → ``SensorCalibration``) or p
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +52,13 @@ from avfusion.calibration.validation import (
     prepare_alignment,
 )
 from avfusion.errors import CalibrationError, ConfigError
+from avfusion.io.calibration_file import (
+    CALIBRATION_FORMAT_VERSION,
+    SensorCalibration,
+    calibration_record,
+    read_calibration,
+    write_calibration,
+)
 
 __all__ = [
     "CALIBRATION_FORMAT_VERSION",
@@ -72,7 +76,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
-CALIBRATION_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -280,123 +283,6 @@ def refine_extrinsic(
     )  # fmt: skip
     logger.info("refine: %r", result)
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# calibration.json
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SensorCalibration:
-    """One sensor's calibration as read from ``calibration.json``: ``ego_from_sensor`` and,
-    when the file states it, ``time_offset_ns``."""
-
-    sensor: str
-    ego_from_sensor: Transform
-    time_offset_ns: int | None = None
-
-
-def calibration_record(
-    sensor: str,
-    ego_from_sensor: Transform,
-    *,
-    camera_intrinsic: npt.ArrayLike | None = None,
-    time_offset_ns: int | None = None,
-    estimate: Mapping[str, Any] | None = None,
-    ego_frame: str = "base_link",
-) -> dict[str, Any]:
-    """The ``calibration.json`` entry of one sensor: a nuScenes ``calibrated_sensor`` record
-    and a ROS ``/tf_static`` ``TransformStamped`` for the same ``ego_from_sensor``."""
-    q = np.asarray(ego_from_sensor.quaternion, dtype=np.float64)  # w, x, y, z
-    t = np.asarray(ego_from_sensor.translation, dtype=np.float64)
-    rec: dict[str, Any] = {
-        "calibrated_sensor": {
-            "translation": t.tolist(),
-            "rotation": q.tolist(),
-            "camera_intrinsic": []
-            if camera_intrinsic is None
-            else np.asarray(camera_intrinsic, dtype=np.float64).tolist(),
-        },
-        "tf_static": {
-            "header": {"frame_id": ego_frame},
-            "child_frame_id": sensor,
-            "transform": {
-                "translation": {"x": t[0], "y": t[1], "z": t[2]},
-                "rotation": {"x": q[1], "y": q[2], "z": q[3], "w": q[0]},
-            },
-        },
-    }
-    if time_offset_ns is not None:
-        rec["time_offset_ns"] = int(time_offset_ns)
-    if estimate is not None:
-        rec["estimate"] = dict(estimate)
-    return rec
-
-
-def write_calibration(
-    records: Mapping[str, Mapping[str, Any]],
-    out_dir: str | os.PathLike[str],
-    *,
-    source: Mapping[str, Any] | None = None,
-    filename: str = "calibration.json",
-) -> Path:
-    """Write ``calibration.json`` (format_version 1) atomically into ``out_dir``; ``records``
-    maps sensor name → ``calibration_record(...)``. Returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / filename
-    doc = {
-        "format_version": CALIBRATION_FORMAT_VERSION,
-        "convention": "ego_from_sensor; nuScenes calibrated_sensor (rotation w,x,y,z); "
-        "tf_static parent=ego child=sensor (rotation x,y,z,w); t_ego = t_stamp + time_offset_ns",
-        "source": dict(source or {}),
-        "sensors": {name: dict(rec) for name, rec in records.items()},
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_calibration(path: str | os.PathLike[str]) -> dict[str, SensorCalibration]:
-    """Sensor name → ``SensorCalibration`` from a ``calibration.json``. Each sensor needs a
-    ``calibrated_sensor`` record (or else a ``tf_static`` one); raises ``CalibrationError``
-    naming the file and sensor for anything missing or malformed."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise CalibrationError(f"{p}: no such calibration file") from None
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{p}: not a readable JSON calibration file ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("sensors"), dict):
-        raise CalibrationError(f"{p}: expected an object with 'sensors' (calibration.json)")
-    if doc.get("format_version") != CALIBRATION_FORMAT_VERSION:
-        raise CalibrationError(
-            f"{p}: format_version {doc.get('format_version')!r}, expected {CALIBRATION_FORMAT_VERSION}"
-        )
-    out: dict[str, SensorCalibration] = {}
-    for name, rec in doc["sensors"].items():
-        try:
-            if "calibrated_sensor" in rec:
-                cs = rec["calibrated_sensor"]
-                tf = Transform.from_quaternion(cs["rotation"], cs["translation"])
-            else:
-                tr = rec["tf_static"]["transform"]
-                q, t = tr["rotation"], tr["translation"]
-                tf = Transform.from_quaternion(
-                    [q["w"], q["x"], q["y"], q["z"]], [t["x"], t["y"], t["z"]]
-                )
-            off = rec.get("time_offset_ns")
-            if off is not None and (isinstance(off, bool) or not isinstance(off, int)):
-                raise CalibrationError(f"time_offset_ns must be integer nanoseconds, got {off!r}")
-        except (KeyError, TypeError, CalibrationError) as exc:
-            raise CalibrationError(
-                f"{p}: sensor '{name}': bad calibration record ({exc})"
-            ) from None
-        out[str(name)] = SensorCalibration(str(name), tf, off)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,11 @@
 """Readers and writers: every on-disk format becomes the same ``Log``."""
 
+from avfusion.io.calibration_file import (
+    SensorCalibration,
+    calibration_record,
+    read_calibration,
+    write_calibration,
+)
 from avfusion.io.kitti import (
     KittiCalibration,
     KittiObjectLog,
@@ -51,6 +57,8 @@ __all__ = [
     "RadarFilterResult",
     "Rig",
     "RigSensor",
+    "SensorCalibration",
+    "calibration_record",
     "camera_model_from_camera_info",
     "decode_compressed_image",
     "decode_image",
@@ -66,6 +74,7 @@ __all__ = [
     "open_kitti",
     "open_log",
     "radar_filter",
+    "read_calibration",
     "read_kitti_labels",
     "read_kitti_object_calib",
     "read_kitti_raw_calib",
@@ -75,5 +84,6 @@ __all__ = [
     "read_pcd_info",
     "read_velodyne_bin",
     "suggest_rig",
+    "write_calibration",
     "write_pcd",
 ]

@@ -74,6 +74,7 @@ import numpy.typing as npt
 from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Trajectory, Transform, quaternion_from_matrix
 from avfusion.errors import AVFusionError, CalibrationError, LogFormatError
+from avfusion.io.calibration_file import apply_calibration, calibration_overrides
 from avfusion.io.imagefile import read_image_file
 from avfusion.types import Boxes2D, Boxes3D, Frame, Image, Log, PointCloud, Sensor
 
@@ -833,8 +834,15 @@ class KittiObjectLog(Log):
     ``split`` chooses one explicitly. See the module docstring for frames, times and labels.
     """
 
-    def __init__(self, path: str | os.PathLike[str], split: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        split: str | None = None,
+        *,
+        calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    ) -> None:
         self.root = _object_split_dir(Path(path), split)
+        self._calibration = calibration_overrides(calibration, self.root)
         self.split = self.root.name
         self._scans = _numbered_files(self.root / "velodyne", ".bin")
         if not self._scans:
@@ -934,7 +942,9 @@ class KittiObjectLog(Log):
                 name: _image_size(self._path(folder.name, i, ".png"))
                 for name, folder in self._image_dirs.items()
             }
-            cached = _sensors(calib, None, sizes)
+            cached = apply_calibration(
+                _sensors(calib, None, sizes), self._calibration, self._path("calib", i, ".txt")
+            )
             self._sensor_cache[i] = cached
         return cached
 
@@ -1037,6 +1047,7 @@ class KittiRawLog(Log):
         *,
         calib_dir: str | os.PathLike[str] | None = None,
         pose_tolerance_ns: int = _POSE_TOLERANCE_NS,
+        calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     ) -> None:
         self.root = _raw_drive_dir(Path(path))
         if calib_dir is None:
@@ -1081,10 +1092,14 @@ class KittiRawLog(Log):
                     f"(needed for {folder})"
                 )
             self._images[name] = self._stream(folder, ".png")
-        self._sensors = _sensors(
-            self.calibration,
-            self.calibration.velo_from_imu(),
-            {n: self.calibration.image_sizes[n] for n in self._images},
+        self._sensors = apply_calibration(
+            _sensors(
+                self.calibration,
+                self.calibration.velo_from_imu(),
+                {n: self.calibration.image_sizes[n] for n in self._images},
+            ),
+            calibration_overrides(calibration, self.root),
+            self.root,
         )
         self._load_poses()
         logger.debug(
@@ -1190,13 +1205,19 @@ class KittiRawLog(Log):
 # --------------------------------------------------------------------------------------------
 
 
-def open_kitti(path: str | os.PathLike[str]) -> KittiObjectLog | KittiRawLog:
-    """Open a KITTI object split (or its parent) or a raw drive (or its date folder)."""
+def open_kitti(
+    path: str | os.PathLike[str],
+    *,
+    calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+) -> KittiObjectLog | KittiRawLog:
+    """Open a KITTI object split (or its parent) or a raw drive (or its date folder);
+    ``calibration`` (a ``calibration.json`` path or sensor name → ``Transform``) replaces the
+    extrinsics the calibration files give."""
     p = Path(path)
     if is_kitti_object(p):
-        return KittiObjectLog(p)
+        return KittiObjectLog(p, calibration=calibration)
     if is_kitti_raw(p):
-        return KittiRawLog(p)
+        return KittiRawLog(p, calibration=calibration)
     raise LogFormatError(
         f"{p}: not a KITTI layout (expected velodyne/, training/velodyne/, testing/velodyne/, "
         "or a raw drive folder with velodyne_points/)"

@@ -68,6 +68,7 @@ from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Trajectory, Transform, matrix_from_quaternion
 from avfusion.errors import AVFusionError, CalibrationError, LogFormatError
 from avfusion.io._kernels import SweepStack, filter_transform_sweeps
+from avfusion.io.calibration_file import calibration_overrides, check_override_names
 from avfusion.io.imagefile import read_image_file
 from avfusion.io.pcd import RadarFilterResult, radar_filter, read_pcd
 from avfusion.types import Boxes2D, Boxes3D, Frame, Image, Log, PointCloud, Sensor
@@ -531,7 +532,7 @@ class NuScenesLog(Log):
         calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     ) -> None:
         self.root, self.table_dir = find_nuscenes_tables(path, version)
-        self._calibration = _calibration_override(calibration, self.table_dir)
+        self._calibration = calibration_overrides(calibration, self.table_dir)
         self.version = self.table_dir.name
         self.ref_sensor = ref_sensor
         self.radar_filters = radar_filters
@@ -562,12 +563,7 @@ class NuScenesLog(Log):
         self._sample_pos = {r.token: i for i, r in enumerate(self._samples)}
         self._index_sample_data()
         self._sensors = self._log_sensors()
-        unknown = sorted(set(self._calibration) - set(self._sensors))
-        if unknown:
-            raise CalibrationError(
-                f"{self.table_dir}: the calibration override names sensors the log does not have: "
-                f"{', '.join(unknown)} (sensors: {', '.join(sorted(self._sensors))})"
-            )
+        check_override_names(self._calibration, self._sensors, self.table_dir)
         self._poses: Trajectory | None = None
         logger.debug(
             "%s: %d keyframes, %d channels", self.table_dir, len(self._samples), len(self._sensors)
@@ -1434,37 +1430,6 @@ def _reopen_nuscenes(
         table_dir, version, scene=scene, ref_sensor=ref_sensor, radar_filters=radar_filters,
         calibration=calibration,
     )  # fmt: skip
-
-
-def _calibration_override(
-    calibration: str | os.PathLike[str] | Mapping[str, Any] | None, where: Path
-) -> dict[str, Any]:
-    """Sensor name → ``SensorCalibration`` from the ``calibration=`` keyword: a
-    ``calibration.json`` path, or a mapping of sensor name → ``Transform`` (ego_from_sensor)
-    or ``SensorCalibration``."""
-    from avfusion.calibration.extrinsics import SensorCalibration, read_calibration
-
-    if calibration is None:
-        return {}
-    if isinstance(calibration, str | os.PathLike):
-        return dict(read_calibration(calibration))
-    if not isinstance(calibration, Mapping):
-        raise CalibrationError(
-            f"{where}: calibration must be a calibration.json path or a mapping sensor -> "
-            f"Transform, got {type(calibration).__name__}"
-        )
-    out: dict[str, Any] = {}
-    for name, value in calibration.items():
-        if isinstance(value, SensorCalibration):
-            out[str(name)] = value
-        elif isinstance(value, Transform):
-            out[str(name)] = SensorCalibration(str(name), value)
-        else:
-            raise CalibrationError(
-                f"{where}: calibration of sensor '{name}' must be a Transform (ego_from_sensor) "
-                f"or SensorCalibration, got {type(value).__name__}"
-            )
-    return out
 
 
 def open_nuscenes(

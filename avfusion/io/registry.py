@@ -48,20 +48,21 @@ def _is_kitti(p: Path) -> bool:
     return is_kitti_object(p) or is_kitti_raw(p)
 
 
-def _open_kitti(p: Path, rig: str | os.PathLike[str] | None) -> Log:
+def _open_kitti(p: Path, rig: str | os.PathLike[str] | None, **kwargs: Any) -> Log:
     from avfusion.io.kitti import open_kitti
 
     if rig is not None:
         raise ConfigError(
             f"{p}: a rig file applies to bags; a KITTI folder carries its own calibration"
         )
-    return open_kitti(p)
+    return open_kitti(p, **kwargs)
 
 
-def _open_bag(p: Path, rig: str | os.PathLike[str] | None) -> Log:
+def _open_bag(p: Path, rig: str | os.PathLike[str] | None, **kwargs: Any) -> Log:
     from avfusion.io.rosbag import open_bag
 
-    return open_bag(p, rig)  # without a rig: ConfigError suggesting `avfusion info --rig-out`
+    # without a rig: ConfigError suggesting `avfusion info --rig-out`
+    return open_bag(p, rig, **kwargs)
 
 
 def _open_nuscenes(p: Path, rig: str | os.PathLike[str] | None, **kwargs: Any) -> Log:
@@ -79,9 +80,7 @@ class LogFormat:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    open: (
-        Callable[[Path, str | os.PathLike[str] | None], Log] | None
-    )  # None: reader not available yet
+    open: Callable[..., Log] | None  # (path, rig, *, calibration=None); None: not available yet
 
 
 FORMATS: tuple[LogFormat, ...] = (
@@ -128,8 +127,8 @@ def open_log(
     """Open whatever log is at ``path`` as a ``Log`` (see ``FORMATS``).
 
     ``calibration`` (a ``calibration.json`` path, or sensor name → ``Transform``
-    ego_from_sensor) replaces the log's extrinsics (and clock offsets the file states); it is
-    supported for nuScenes-style logs (``ConfigError`` for other formats).
+    ego_from_sensor) replaces the log's extrinsics (and clock offsets the file states), for
+    every format.
     """
     p = Path(path)
     if not p.exists():
@@ -143,10 +142,5 @@ def open_log(
         )
     logger.debug("%s: opening as %s", p, fmt.name)
     if calibration is not None:
-        if fmt.name != "nuscenes":
-            raise ConfigError(
-                f"{p}: a calibration override is supported for nuScenes-style logs only, not "
-                f"{fmt.description} (convert the bag first: avfusion convert)"
-            )
-        return _open_nuscenes(p, rig, calibration=calibration)
+        return fmt.open(p, rig, calibration=calibration)
     return fmt.open(p, rig)

@@ -90,6 +90,7 @@ from avfusion.errors import (
     LogFormatError,
     SyncError,
 )
+from avfusion.io.calibration_file import apply_calibration, calibration_overrides
 from avfusion.io.pointcloud2 import (
     DecodedCloud,
     camera_model_from_camera_info,
@@ -500,7 +501,8 @@ class BagLog(Log):
     """A ROS1 bag, rosbag2 folder (sqlite3/MCAP) or .mcap file read through a rig file.
 
     ``rig`` is a ``Rig``, a path to a rig YAML file or a mapping. ``labels`` overrides the
-    rig's labels sidecar. Keep the log open while frames are used (images load lazily);
+    rig's labels sidecar. ``calibration`` (a ``calibration.json`` path or sensor name →
+    ``Transform``) replaces the rig's extrinsics and the clock offsets the file states. Keep the log open while frames are used (images load lazily);
     ``close()`` (or ``with BagLog(...) as log``) releases the file, and any later access
     re-opens it.
     """
@@ -511,8 +513,10 @@ class BagLog(Log):
         rig: Rig | str | os.PathLike[str] | Mapping[str, Any],
         *,
         labels: str | os.PathLike[str] | None = None,
+        calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
+        self._calibration = calibration_overrides(calibration, self.path)
         if isinstance(rig, Rig):
             self.rig = rig
         elif isinstance(rig, Mapping):
@@ -740,13 +744,14 @@ class BagLog(Log):
             sensors[s.name] = Sensor(
                 s.name, s.modality, self._ego_from_sensor(s), camera, int(s.time_offset_ns)
             )
-        self._sensors = sensors
+        # calibration= keyword: replaces the rig's extrinsics (and clock offsets it states)
+        self._sensors = apply_calibration(sensors, self._calibration, self.path)
         # -- frames ---------------------------------------------------------------------------
         self._assembly = assemble_frames(
             {name: st.stamps_ns for name, st in self._streams.items()},
             rig.reference_sensor,
             {s.name: s.tolerance_ns for s in rig.sensors if s.name != rig.reference_sensor},
-            time_offsets_ns={s.name: int(s.time_offset_ns) for s in rig.sensors},
+            time_offsets_ns={n: int(s.time_offset_ns) for n, s in self._sensors.items()},
             policy=rig.policy,
         )
         logger.info(
@@ -1215,14 +1220,16 @@ def _point_time_ns(
 def open_bag(
     path: str | os.PathLike[str],
     rig: Rig | str | os.PathLike[str] | Mapping[str, Any] | None,
+    *,
+    calibration: str | os.PathLike[str] | Mapping[str, Any] | None = None,
 ) -> BagLog:
-    """``BagLog(path, rig)``, with a clear error when no rig is given."""
+    """``BagLog(path, rig, calibration=...)``, with a clear error when no rig is given."""
     if rig is None:
         raise ConfigError(
             f"{path}: a bag needs a rig file that maps topics to sensors; write a suggestion with "
             f"`avfusion info {path} --rig-out rig.yaml`, check it, and pass rig='rig.yaml'"
         )
-    return BagLog(path, rig)
+    return BagLog(path, rig, calibration=calibration)
 
 
 # --------------------------------------------------------------------------------------------

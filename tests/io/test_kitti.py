@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from avfusion.calibration.transforms import Transform
 from avfusion.errors import CalibrationError, ConfigError, LogFormatError, SyncError
 from avfusion.io import detect_format, open_log
 from avfusion.io.kitti import (
@@ -961,3 +962,32 @@ def test_real_truncated_000000_fixture(realdata: Path, tmp_path: Path) -> None:
 
 
 EXPECTED_000000_IN_IMAGE = 798
+
+
+def test_calibration_override_for_object_and_raw_logs(tmp_path: Path) -> None:
+    """``calibration=`` (a ``calibration.json`` or sensor → Transform) replaces the extrinsic the
+    KITTI calibration files give, in every frame's sensors."""
+    from avfusion.io.calibration_file import calibration_record, write_calibration
+
+    write_object_tree(tmp_path / "kitti")
+    base = KittiObjectLog(tmp_path / "kitti")
+    moved = base.sensors["CAM2"].ego_from_sensor @ Transform.from_rotvec([0, 0, 0.02], [0.1, 0, 0])
+    path = write_calibration({"CAM2": calibration_record("CAM2", moved)}, tmp_path / "calib")
+    log = open_log(tmp_path / "kitti", calibration=path)
+    # KITTI's text rotations are orthonormal to ~5e-8 only; the file's quaternion is exact.
+    for i in range(len(log)):
+        assert log.frame_sensors(i)["CAM2"].ego_from_sensor.allclose(moved, atol=1e-7)
+        assert log[i].images["CAM2"].sensor.ego_from_sensor.allclose(moved, atol=1e-7)
+        assert (
+            log[i]
+            .sensors["VELODYNE"]
+            .ego_from_sensor.allclose(base[i].sensors["VELODYNE"].ego_from_sensor, atol=0)
+        )
+    truth = write_kitti_raw(tmp_path / "2011_09_26")
+    raw = KittiRawLog(truth.drive)
+    lidar = raw.sensors["VELODYNE"].ego_from_sensor @ Transform.from_rotvec([0.01, 0, 0])
+    over = KittiRawLog(truth.drive, calibration={"VELODYNE": lidar})
+    assert over.sensors["VELODYNE"].ego_from_sensor.allclose(lidar, atol=1e-12)
+    assert over[0].points["VELODYNE"].sensor.ego_from_sensor.allclose(lidar, atol=1e-12)
+    with pytest.raises(CalibrationError, match="names sensors the log does not have: CAM7"):
+        KittiRawLog(truth.drive, calibration={"CAM7": lidar})

@@ -975,3 +975,41 @@ def test_real_ouster_bag(realdata: Path, caplog: Any) -> None:
     assert pt.dtype == np.int32 and pt.min() == 0 and pt.max() == 99_947_770
     assert set(clouds[0].attrs) >= {"intensity", "t", "reflectivity", "ring", "noise", "range"}
     assert _max_abs(log[0].world_from_ego, Transform()) == 0.0  # type: ignore[arg-type]
+
+
+def test_calibration_json_overrides_the_rig(synth_bags: SynthBags, tmp_path: Path) -> None:
+    """A ``calibration.json`` (from ``avfusion calib refine``) replaces the rig's extrinsic and
+    clock offset of the sensors it names, in ``sensors``, frames and the time matching."""
+    from avfusion.io.calibration_file import calibration_record, write_calibration
+
+    bag = synth_bags.paths.ros1_bag
+    rig = _rig(synth_bags)
+    base = BagLog(bag, rig)
+    moved = base.sensors["CAM_FRONT"].ego_from_sensor @ Transform.from_rotvec(
+        [0.0, 0.01, 0.0], [0.05, 0.0, 0.0]
+    )
+    offset_ns = base.sensors["CAM_FRONT"].time_offset_ns + 3_000_000
+    path = write_calibration(
+        {"CAM_FRONT": calibration_record("CAM_FRONT", moved, time_offset_ns=offset_ns)}, tmp_path
+    )
+    log = open_log(bag, rig=_write_rig(rig, tmp_path), calibration=path)
+    assert log.sensors["CAM_FRONT"].ego_from_sensor.allclose(moved, atol=1e-12)
+    assert log.sensors["CAM_FRONT"].time_offset_ns == offset_ns
+    assert log.sensors["LIDAR_TOP"].ego_from_sensor.allclose(
+        base.sensors["LIDAR_TOP"].ego_from_sensor, atol=0
+    )
+    np.testing.assert_array_equal(
+        log.ego_timestamps("CAM_FRONT"), base.ego_timestamps("CAM_FRONT") + 3_000_000
+    )
+    frame = log[1]
+    assert frame.images["CAM_FRONT"].sensor.ego_from_sensor.allclose(moved, atol=1e-12)
+    assert frame.time_diffs_ns["CAM_FRONT"] == base[1].time_diffs_ns["CAM_FRONT"] + 3_000_000
+    assert pickle.loads(pickle.dumps(log)).sensors["CAM_FRONT"].ego_from_sensor.allclose(moved)
+    with pytest.raises(CalibrationError, match="names sensors the log does not have: CAM_BACK"):
+        BagLog(bag, rig, calibration={"CAM_BACK": moved})
+
+
+def _write_rig(rig: Rig, tmp_path: Path) -> Path:
+    path = tmp_path / "rig.yaml"
+    path.write_text(rig.to_yaml())
+    return path
