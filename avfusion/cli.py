@@ -716,16 +716,14 @@ def calib_check_cmd(
     camera: per-frame flags and the best nearby extrinsic over the log."""
     import json
 
-    from avfusion.calibration.validation import AlignmentSettings, check_calibration
+    from avfusion.calibration.validation import check_calibration, check_settings
     from avfusion.errors import ConfigError
 
     if max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
     log = _calib_log(log_path, calibration, sync, lidar)
     with _stage("calibration check"):
-        checks = check_calibration(
-            log, lidar=lidar, settings=AlignmentSettings(max_frames=max_frames)
-        )
+        checks = check_calibration(log, lidar=lidar, settings=check_settings(max_frames=max_frames))
     table = Table(title=f"calibration check of {log_path} (reference {lidar})")
     for col in ("sensor", "ok", "frames", "flagged", "rotation to best °", "translation cm"):
         table.add_column(col)

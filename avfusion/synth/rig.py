@@ -167,3 +167,26 @@ def perturb_rig(
             )
         out[name] = replace(out[name], perturbation=Transform.from_rotvec(v[:3], v[3:]))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-LiDAR rig variant (LiDAR→LiDAR calibration); the default rig and log do not use it.
+# --------------------------------------------------------------------------------------------
+
+#: Front-bumper LiDAR (Velodyne VLP-16 style): 16 beams from −15° to +15° (2° apart), 900
+#: firings per turn (0.4°), phase-locked to ``LIDAR_TOP`` (20 Hz, beam along ego +x at the
+#: stamp); noise, range limits and dropouts as ``LidarSpec``.
+BUMPER_LIDAR_SPEC = LidarSpec(
+    n_beams=16, elevation_min_deg=-15.0, elevation_max_deg=15.0, firings_per_turn=900
+)
+
+
+def multi_lidar_rig() -> dict[str, RigSensor]:
+    """``default_rig()`` plus ``LIDAR_FRONT``: a front-bumper LiDAR (``BUMPER_LIDAR_SPEC``) at
+    (3.95, 0.00, 0.62) ego metres, sensor x forward, y left, z up, pitched down 3° and yawed
+    left 1°; its clock is the ego clock. Nothing else changes."""
+    rig = default_rig()
+    rot = Transform.from_euler_zyx(np.deg2rad(1.0), np.deg2rad(3.0), 0.0)
+    front = Transform(rot.rotation, np.array([3.95, 0.0, 0.62]))
+    rig["LIDAR_FRONT"] = RigSensor("LIDAR_FRONT", "lidar", front, 20.0, 0, 20.0, 0.025)
+    return rig
