@@ -36,11 +36,7 @@ DEFAULT_SAMPLE_DATA = Path("sample_data")
 
 #: The stages of the main job, in order, with the issue that builds each. `demo` runs the ones
 #: that exist and names the rest; the list shrinks as the work lands.
-NOT_BUILT_YET: list[tuple[str, str]] = [
-    ("calibration check in the demo (built: avfusion calib check)", "issue 8"),
-    ("cross-modal label checks", "issue 9"),
-    ("HTML QA report", "issue 10"),
-]
+NOT_BUILT_YET: list[tuple[str, str]] = []
 
 
 def _version_callback(value: bool) -> None:
@@ -295,12 +291,93 @@ def demo(
     _demo_time_sync(log, outputs)
     _demo_projection(log, outputs)
     _demo_occupancy(nuscenes_root, outputs)
+    synced = _demo_calibration_check(log, nuscenes_root, outputs)
+    findings = _demo_label_checks(log, outputs)
+    index = _demo_report(synced, outputs, findings)
     for stage, issue in NOT_BUILT_YET:
         console.print(f"[yellow]•[/] {stage}: not built yet ({issue})")
     console.print(
         f"demo finished in {time.perf_counter() - start:.1f} s; log: {nuscenes_root.resolve()}; "
         f"outputs: {outputs.resolve()}"
     )
+    console.print(f"[bold]QA report:[/] open {index.resolve()}")
+
+
+def _demo_calibration_check(log: Any, nuscenes_root: Path, outputs: Path) -> Any:
+    """Calibration check of every camera against the LiDAR, with the clock offsets estimated
+    earlier in the demo (clock_offsets.json); returns the log with those offsets."""
+    from avfusion.calibration.extrinsics import SensorCalibration
+    from avfusion.calibration.validation import check_calibration, check_settings
+    from avfusion.io import open_log
+    from avfusion.runner import atomic_write
+
+    lidar = next((n for n, s in sorted(log.sensors.items()) if s.modality == "lidar"), None)
+    cameras = [n for n, s in sorted(log.sensors.items()) if s.is_image]
+    if lidar is None or not cameras:
+        return log
+    offsets_path = outputs / "clock_offsets.json"
+    estimates = json.loads(offsets_path.read_text()) if offsets_path.is_file() else {}
+    override = {}
+    for name, s in log.sensors.items():
+        est = estimates.get(name) or {}
+        offset = est.get("offset_ns") if est.get("observable") else None
+        override[name] = SensorCalibration(
+            name, s.ego_from_sensor, int(offset) if offset is not None else s.time_offset_ns
+        )
+    synced = open_log(nuscenes_root, calibration=override)
+    with _stage(f"calibration check of {len(cameras)} cameras against {lidar} (edge alignment)"):
+        checks = check_calibration(synced, lidar=lidar, settings=check_settings(max_frames=20))
+    doc = {"format_version": 1, "log": str(nuscenes_root), "lidar": lidar,
+           "clock_offsets": "estimated (clock_offsets.json)",
+           "sensors": {n: c.as_dict() for n, c in checks.items()}}  # fmt: skip
+    path = outputs / "calibration_check.json"
+    atomic_write(path, (json.dumps(doc, indent=1) + "\n").encode())
+    for name, c in checks.items():
+        mark = "[green]ok[/]" if c.ok else "[red]check[/]"
+        flagged = f"{100 * c.flagged_fraction:.0f}% flagged"
+        console.print(f"  {name}: {mark} ({c.n_frames} frames, {flagged})")
+    console.print(f"  {path}")
+    return synced
+
+
+def _demo_label_checks(log: Any, outputs: Path) -> Path:
+    """Cross-modal label checks over every keyframe -> findings.json."""
+    from avfusion.fusion.consistency.check import run_checks
+    from avfusion.fusion.consistency.report import write_findings_json
+    from avfusion.viz.report import load_findings
+
+    console.print("[bold]label checks[/] (boxes against LiDAR, radar, 2D boxes, tracks, occupancy)")
+    report = run_checks(
+        log, occupancy_dir=outputs / "occupancy",
+        progress=_progress_printer("label checks", "frames", transient=False),
+    )  # fmt: skip
+    path = outputs / "findings.json"
+    write_findings_json(path, report)
+    levels = [f.level for f in load_findings(path)]
+    console.print(
+        f"[green]✓[/] {len(levels)} findings ({levels.count('high')} high, "
+        f"{levels.count('medium')} medium, {levels.count('low')} low): {path}"
+    )
+    return path
+
+
+def _demo_report(log: Any, outputs: Path, findings: Path | None) -> Path:
+    """The HTML QA report of every keyframe from what the demo wrote (two worker processes)."""
+    import os
+
+    from avfusion.viz.report import build_report
+
+    console.print("[bold]QA report[/] (overlays, BEV, occupancy, findings; self-contained HTML)")
+    calib = outputs / "calibration_check.json"
+    index = build_report(
+        log, outputs / "report", findings=findings,
+        calibration_check=calib if calib.is_file() else None,
+        sync_report=outputs / "sync_report.json", occupancy_dir=outputs / "occupancy",
+        progress=_progress_printer("rendering", "frames", transient=False),
+        workers=min(2, os.cpu_count() or 1),
+    )  # fmt: skip
+    console.print(f"[green]✓[/] report: {index}")
+    return index
 
 
 def _demo_occupancy(nuscenes_root: Path, outputs: Path) -> None:
@@ -800,6 +877,156 @@ def calib_refine_cmd(
         )  # fmt: skip
         path = write_calibration({sensor: rec}, out, source={"log": str(log_path)})
         console.print(f"[green]✓[/] wrote {path}")
+
+
+# ---- qa (issue 10) -----------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    log_path: Annotated[Path, typer.Argument(metavar="LOG", help="A nuScenes-style log root.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="findings.json to write (schema avfusion.findings/1).")
+    ],
+    checks: Annotated[
+        str,
+        typer.Option(
+            "--checks",
+            help="Comma list of box_lidar, unlabelled, box_radar, box_2d, temporal, occupancy "
+            "(default: all).",
+        ),
+    ] = "all",
+    occupancy: Annotated[
+        Path | None,
+        typer.Option(
+            "--occupancy", help="Occupancy folder (<sample>/labels.npz) to check against."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N keyframes.")
+    ] = None,
+    worst: Annotated[
+        int, typer.Option("--worst", help="How many of the worst findings to print.")
+    ] = 10,
+) -> None:
+    """Cross-modal label consistency: 3D boxes against LiDAR, radar, every camera's 2D boxes,
+    the tracks over time and occupancy; writes findings.json and prints the worst findings."""
+    from avfusion.errors import ConfigError
+    from avfusion.fusion.consistency.check import parse_checks, run_checks
+    from avfusion.fusion.consistency.report import write_findings_json
+    from avfusion.io import open_log
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    if worst < 0:
+        raise ConfigError(f"--worst must be >= 0, got {worst}")
+    names = parse_checks(checks)
+    start = time.perf_counter()
+    log: Any = open_log(log_path)
+    tokens = list(getattr(log, "sample_tokens", []))
+    if not tokens:
+        raise ConfigError(f"{log_path}: the log has no keyframes (samples) to check")
+    report = run_checks(
+        log, checks=names, sample_tokens=tokens if limit is None else tokens[:limit],
+        occupancy_dir=occupancy, progress=_progress_printer("checks", "frames", transient=False),
+    )  # fmt: skip
+    path = write_findings_json(out, report)
+    summary = report.summary
+    table = Table(title="label consistency", title_justify="left")
+    for col in ("check", "items", "flagged", "findings", "rate"):
+        table.add_column(col, justify="left" if col == "check" else "right")
+    for name, b in summary["by_check"].items():
+        rate = b["rate"]
+        table.add_row(
+            name, str(b["items"]), str(b["flagged_items"]), str(b["findings"]),
+            "-" if rate != rate else f"{rate:.1%}",
+        )  # fmt: skip
+    console.print(table)
+    kappa = report.confusion.kappa
+    if report.confusion.pairs:
+        console.print(
+            f"camera vs LiDAR class: {report.confusion.pairs} matched pairs, Cohen's kappa "
+            f"{kappa:.3f}"
+        )
+    if report.findings and worst:
+        console.print(
+            f"[bold]worst findings[/] ({min(worst, len(report.findings))} of {len(report.findings)}):"
+        )
+        for f in report.worst(worst):
+            where = f" {f.sensor}" if f.sensor and not f.message.startswith(f.sensor) else ""
+            console.print(
+                f"  {f.severity:.2f} {f.level:<6} {f.kind:<20} {f.sample_token[:8]}{where}: {f.message}",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
+    console.print(
+        f"[green]✓[/] {summary['findings']} findings on {summary['flagged_items']} of "
+        f"{summary['items']} items in {time.perf_counter() - start:.1f} s: {path}"
+    )
+
+
+@app.command()
+def qa(
+    log_path: Annotated[Path, typer.Argument(metavar="LOG", help="A nuScenes-style log root.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the report (index.html, frames/, img/).")
+    ],
+    findings: Annotated[
+        Path | None, typer.Option("--findings", help="findings.json of avfusion check.")
+    ] = None,
+    occupancy: Annotated[
+        Path | None,
+        typer.Option("--occupancy", help="Output folder of avfusion occupancy (labels.npz)."),
+    ] = None,
+    calibration_check: Annotated[
+        Path | None,
+        typer.Option("--calibration-check", help="calibration_check.json of avfusion calib check."),
+    ] = None,
+    sync_report_path: Annotated[
+        Path | None,
+        typer.Option("--sync-report", help="sync_report.json of avfusion sync-report."),
+    ] = None,
+    rerun_out: Annotated[
+        Path | None,
+        typer.Option("--rerun", help="Also write the log as a rerun recording (.rrd) here."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N keyframes.")
+    ] = None,
+) -> None:
+    """Visual QA: a self-contained HTML report (summary tables, one page per frame with
+    overlays, BEV and occupancy views, sortable and filterable findings) and, with --rerun,
+    the log as a rerun recording for interactive 3D review."""
+    from avfusion.errors import ConfigError
+    from avfusion.io import open_log
+    from avfusion.viz.report import build_report
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    start = time.perf_counter()
+    log: Any = open_log(log_path)
+    tokens = None if limit is None else list(getattr(log, "sample_tokens", []))[:limit]
+    index = build_report(
+        log, out, findings=findings, calibration_check=calibration_check,
+        sync_report=sync_report_path, occupancy_dir=occupancy, sample_tokens=tokens,
+        progress=_progress_printer("rendering", "frames", transient=False),
+    )  # fmt: skip
+    console.print(
+        f"[green]✓[/] QA report in {time.perf_counter() - start:.1f} s: open "
+        f"[bold]{index.resolve()}[/]"
+    )
+    failed = json.loads((out / "img" / "run_summary.json").read_text()).get("failed", {})
+    for key, reason in sorted(failed.items()):
+        err_console.print(f"[red]not rendered[/] {key}: {reason}", highlight=False, soft_wrap=True)
+    if rerun_out is not None:
+        from avfusion.viz.rerun import export_rerun
+
+        with _stage(f"rerun recording {rerun_out}"):
+            export_rerun(
+                log, rerun_out, sample_tokens=tokens, occupancy_dir=occupancy, findings=findings
+            )
+        console.print(f"  view it with: rerun {rerun_out.resolve()}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -15,12 +15,17 @@ from avfusion.viz.occupancy_render import (
 )
 from avfusion.viz.overlay import render_calibration_check, render_camera_overlay
 from avfusion.viz.plots import encode_png, render_sync_plot
+from avfusion.viz.report import build_report, load_findings
+from avfusion.viz.rerun import export_rerun
 
 __all__ = [
     "OCC3D_COLORS",
+    "build_report",
     "category_colors",
     "depth_colors",
     "encode_png",
+    "export_rerun",
+    "load_findings",
     "occupancy_legend",
     "render_bev",
     "render_calibration_check",

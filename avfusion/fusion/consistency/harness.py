@@ -73,7 +73,7 @@ __all__ = [
     "clean_rate",
     "evaluate",
     "inject",
-    "run_checks",
+    "run_check_callables",
     "run_evaluation",
 ]
 
@@ -616,7 +616,7 @@ def clean_rate(results: Iterable[CheckResult]) -> float:
     return len(flagged) / items if items else 0.0
 
 
-def run_checks(
+def run_check_callables(
     log: Any, labels: LabelSet, checks: Sequence[Check], sample_tokens: Sequence[str] | None = None
 ) -> list[CheckResult]:
     """Every check on every sample of ``labels`` (or of ``sample_tokens``)."""
@@ -686,7 +686,7 @@ def run_evaluation(
         per_seed = []
         for seed in seeds:
             bad, injected = inject(log, labels, kind, spec, seed)
-            results = run_checks(log, bad, relevant)
+            results = run_check_callables(log, bad, relevant)
             per_seed.append(evaluate(results, injected, kind, spec))
         scores[kind] = KindScore.total(per_seed)
         logger.info("%s: %s", kind, scores[kind])

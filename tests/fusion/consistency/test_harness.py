@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from avfusion.errors import AVFusionError
+from avfusion.fusion.consistency.cameras import check_box_2d
 from avfusion.fusion.consistency.findings import CheckedItem, CheckResult, Finding, LabelSet
 from avfusion.fusion.consistency.harness import (
     KIND_FINDINGS,
@@ -24,8 +25,13 @@ from avfusion.fusion.consistency.harness import (
 )
 from avfusion.fusion.consistency.lidar import check_box_lidar, check_unlabelled
 from avfusion.fusion.consistency.radar import check_box_radar
+from avfusion.fusion.consistency.temporal import check_temporal
 
 LIDAR_KINDS = ["shrink", "grow", "shift", "delete", "heading_flip"]
+#: Kinds judged by the camera and time checks (2D offset 10 px, class swap of 5 % of tracks,
+#: boxes two LiDAR frames late, id switches).
+CAMERA_TIME_KINDS = ["offset_2d", "class_swap", "late", "id_switch"]
+ALL_KINDS = [*LIDAR_KINDS, "radar_count", *CAMERA_TIME_KINDS]
 
 
 def _finding(kind: str, check: str, ann: str, sample: str = "s", **kw: Any) -> Finding:
@@ -144,8 +150,8 @@ def synthetic_table(clean_log: Any) -> EvaluationTable:
     table = run_evaluation(
         clean_log,
         labels,
-        [check_box_lidar, check_unlabelled, check_box_radar],
-        [*LIDAR_KINDS, "radar_count"],
+        [check_box_lidar, check_unlabelled, check_box_radar, check_box_2d, check_temporal],
+        ALL_KINDS,
         seeds=(0, 1),
         name="clean synthetic log, 13 keyframes, seeds 0-1",
     )
@@ -156,7 +162,10 @@ def synthetic_table(clean_log: Any) -> EvaluationTable:
 # Measured on the clean synthetic log (seeds 0-1) when this was written: grow R 0.855 (65 of 76;
 # boxes with a single pinned end — the far faces are unseen and parked neighbours hide the near
 # ends — and irregular shapes such as bicycles whose natural margins swamp a 15 % change).
-KNOWN_SHORT = {"grow"}
+# offset_2d R 0.890 (146 of 164; 0.895 over seeds 0-4): the misses are 2D boxes cut by the image
+# edge and boxes moved towards a side hidden by more than 10 px, where the box geometry cannot
+# tell a shifted label from the visible extent.
+KNOWN_SHORT = {"grow", "offset_2d"}
 
 
 @pytest.mark.parametrize(
@@ -165,7 +174,7 @@ KNOWN_SHORT = {"grow"}
         pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="below 0.9, see KNOWN_SHORT"))
         if k in KNOWN_SHORT
         else k
-        for k in [*LIDAR_KINDS, "radar_count"]
+        for k in ALL_KINDS
     ],
 )
 def test_synthetic_precision_recall(synthetic_table: EvaluationTable, kind: str) -> None:
