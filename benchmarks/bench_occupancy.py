@@ -10,11 +10,20 @@ earlier sweeps (``NuScenesLog.aggregate_sweeps``; ~22k points a sweep).
   sweeps have no lidarseg, so each point gets the class of a 1.3 m cell (hashed), a spatially
   coherent field whose cell borders cut through voxels (mixed voxels at every border: 8.7k of
   the 23.5k occupied voxels, holding half the points). The check compares the occupied voxel
-  sets. Measured 2026-11-22 (2-core VM, best of 5): counts 2.3-3.5 ms, 14-30× Open3D (41-70
-  ms); with the majority class 5.5-7.7 ms, 5.3-12.7× depending on the load (two thirds of it
-  the per-point passes: voxel indices and counts, then the scatter of the labels by voxel;
-  the sort offsets and the majority pass now visit only the occupied voxels). The 15× target
-  is not reached.
+  sets. The semantic path is one pass over the points: each chunk numbers the voxels it meets
+  and counts labels into a compact histogram (a row of 17 + 2 int32 per voxel met, ~24k rows
+  here), then a pass over the occupied voxels only (no sort, no label scatter).
+  Measured 2026-11-22 (2-core VM, quiet, best of 5): counts 2.3-3.5 ms, 14-30× Open3D (41-70
+  ms); with the majority class 5.5-7.7 ms, 5.3-12.7× depending on the load, with the previous
+  counting-sort method. The one-pass method, measured later the same day (other jobs on the
+  cores, load 0.8-2.9; Open3D itself took 44-84 ms): in one process, old and new kernels
+  interleaved, outputs preallocated, best of 30: 8.1 vs 8.0 ms on two threads, 11.5 vs 11.2 ms
+  on one: no gain; with allocation 9.1 ms (7× Open3D's best). In this harness: counts
+  4.3-4.9 ms (14.6-17.4×), with the majority class 9-27 ms (1.9-4.9×; the semantic path has
+  two parallel regions and a serial merge, and each waits for a descheduled thread). Where
+  the time goes on one thread: voxel indices 2.7 ms, counting 0.7 ms, the histogram
+  increments +1.4 ms, the rest allocating and first-touching the outputs (point_voxel 4 MB,
+  counts 2.5 MB, a 2.5 MB map per extra thread). The 15× target is not reached.
 * Ray casting, ~220k rays (10 sweeps, each from its own sensor origin): ``cast_rays`` (one call,
   per-point origins) against pyoctomap ``OcTree(0.4).insertPointCloud`` once per sweep with the
   sweep's origin, its update box limited to the grid (``useBBXLimit``, its fastest set-up here).

@@ -16,7 +16,19 @@ without smearing the world:
   into ``time_slices`` slices by capture time and each slice uses the box poses at its centre
   time, so a rotating LiDAR's 50 ms sweep does not smear moving boxes. Points of a track that
   has no box at the keyframe (it left the annotated range, or was not labelled then) cannot
-  be placed, and are dropped and counted.
+  be placed, and are dropped and counted. Two rules keep the box from claiming what is not
+  the object: a return less than ``ground_band_m`` above the box's bottom face that lidarseg
+  does not call an object is ground (boxes sit on the ground, and their collection margin
+  reaches below it and around it: without this rule the road around every car is voted
+  'car' by the sweeps that have no lidarseg); and a return in the collection margin, outside
+  the box, is placed on the box's surface (``snap_to_box``: range noise would otherwise push
+  the object into the voxels beyond its face).
+* **Labels are repaired against their tracks** (``repair_boxes``), each change counted: a
+  keyframe box takes its track's median size; a track annotated before and after the
+  keyframe but not at it gets its interpolated box; an annotation more than
+  ``box_outlier_m`` off the constant-acceleration fit of its neighbours (a shifted or
+  lagging label) is moved onto it; a box whose own lidarseg points mostly say another object
+  class takes that class.
 * **Removed**: ego self-returns (inside ``ego_box_m`` in the ego frame, and lidarseg
   ``vehicle.ego``), lidarseg ``noise`` and non-finite points, each counted.
 
@@ -61,6 +73,7 @@ __all__ = [
     "AggregationOptions",
     "aggregate_keyframe",
     "occ3d_class",
+    "repair_track_outliers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -159,6 +172,15 @@ class AggregationOptions:
     (the pose is extrapolated at the last segment's rate; a sweep's last points are often
     captured after the last pose).
     ``ego_box_m``: (x0, y0, z0, x1, y1, z1) in the ego frame; returns inside are self-returns.
+
+    Object points (see the module docstring for why each step is there):
+    ``ground_band_m``: returns in a box (with its margin) less than this above the box's bottom
+    face that lidarseg does not call an object are ground, not the object (0: off).
+    ``snap_to_box``: object returns in the collection margin are placed on the box surface.
+    ``repair_boxes``: keyframe boxes take their track's median size, a track annotated around
+    the keyframe but not at it gets an interpolated box, an annotation farther than
+    ``box_outlier_m`` from its track's motion is moved onto it, and a box whose own lidarseg
+    points (at least ``min_class_points``) mostly say another object class takes that class.
     """
 
     sweeps: int = 10
@@ -169,6 +191,11 @@ class AggregationOptions:
     track_tolerance_s: float = 0.6
     pose_tolerance_s: float = 0.05
     ego_box_m: tuple[float, float, float, float, float, float] = NUSCENES_EGO_BOX_M
+    ground_band_m: float = 0.15
+    snap_to_box: bool = True
+    repair_boxes: bool = True
+    box_outlier_m: float = 0.3
+    min_class_points: int = 10
 
     def __post_init__(self) -> None:
         if isinstance(self.sweeps, bool) or not isinstance(self.sweeps, int) or self.sweeps < 0:
@@ -196,6 +223,23 @@ class AggregationOptions:
             raise ConfigError(
                 f"AggregationOptions.track_tolerance_s must be finite and >= 0, got {self.track_tolerance_s!r}"
             )
+        if not (math.isfinite(self.ground_band_m) and self.ground_band_m >= 0):
+            raise ConfigError(
+                f"AggregationOptions.ground_band_m must be finite and >= 0, got {self.ground_band_m!r}"
+            )
+        if not (math.isfinite(self.box_outlier_m) and self.box_outlier_m > 0):
+            raise ConfigError(
+                f"AggregationOptions.box_outlier_m must be finite and > 0, got {self.box_outlier_m!r}"
+            )
+        if (
+            isinstance(self.min_class_points, bool)
+            or not isinstance(self.min_class_points, int)
+            or self.min_class_points < 1
+        ):
+            raise ConfigError(
+                "AggregationOptions.min_class_points must be an integer >= 1, "
+                f"got {self.min_class_points!r}"
+            )
         ego = np.asarray(self.ego_box_m, dtype=np.float64)
         if ego.shape != (6,) or not np.all(np.isfinite(ego)) or np.any(ego[3:] < ego[:3]):
             raise ConfigError(
@@ -212,8 +256,9 @@ class AggregatedSweeps:
     their box), ``ray_end`` (N, 3) where it was seen, ``ray_origin`` (N, 3) the sensor origin
     it was seen from, ``labels`` uint8 Occ3D class (``UNLABELLED`` = 255 when unknown),
     ``box_index`` int32 index into ``boxes`` (-1: static), ``sweep`` int16 index into
-    ``sweep_tokens`` (``keyframe_token``: the keyframe sweep's sample_data token). ``boxes``: the keyframe's annotations in the grid frame, with
-    ``attrs["occ3d"]`` their class. ``counts``: what was read, removed and kept (names below).
+    ``sweep_tokens`` (``keyframe_token``: the keyframe sweep's sample_data token). ``boxes``: the keyframe's annotations in the grid frame
+    (repaired against their tracks with ``repair_boxes``: the annotated boxes first, then the
+    interpolated ones), with ``attrs["occ3d"]`` their class. ``counts``: what was read, removed and kept (names below).
     """
 
     sample_token: str
@@ -239,6 +284,62 @@ class AggregatedSweeps:
 # --------------------------------------------------------------------------------------------
 
 
+def repair_track_outliers(
+    t_ns: npt.NDArray[np.int64],
+    centers: F64,
+    outlier_m: float,
+    test_ns: tuple[int, int] | None = None,
+) -> list[int]:
+    """Move the annotations of one track that are off its motion (a shifted or lagging label)
+    onto it; ``centers`` (K, 3) in time order (``t_ns`` (K,)) is changed in place, and the
+    indices of the moved ones are returned.
+
+    An inner annotation is tested against a quadratic in time (constant acceleration, least
+    squares) through its six nearest neighbours in the track (at least five, so the fit is
+    over-determined twice and one wrong neighbour cannot bend it onto itself; at least one on
+    each side): it is an outlier when it misses the fit by more than ``outlier_m`` while the
+    neighbours themselves fit it within ``outlier_m / 2`` (they agree on a smooth motion). The
+    worst outlier is replaced by its prediction and the test repeats. Braking or turning at a
+    constant rate fits the quadratic, so correct annotations of such objects stay as they are;
+    the first and last annotations are never tested, nor (with ``test_ns`` (t0, t1)) those
+    outside [t0, t1] (they still serve as neighbours).
+    """
+    k = len(t_ns)
+    moved: list[int] = []
+    if k < 6:
+        return moved
+    t_s = (np.asarray(t_ns, dtype=np.int64) - int(t_ns[0])).astype(np.float64) / 1e9
+    inner = np.arange(1, k - 1)
+    if test_ns is not None:
+        inner = inner[(t_ns[inner] >= test_ns[0]) & (t_ns[inner] <= test_ns[1])]
+    if inner.size == 0:
+        return moved
+    # the six nearest neighbours by index: a window of seven around j, shifted inside the track
+    start = np.clip(inner - 3, 0, max(k - 7, 0))
+    window = start[:, None] + np.arange(min(7, k))[None, :]
+    near = np.array([w[w != j][:6] for w, j in zip(window, inner, strict=True)])
+    ok = (near[:, 0] < inner) & (near[:, -1] > inner)  # one on each side
+    inner, near = inner[ok], near[ok]
+    if inner.size == 0:
+        return moved
+    dt = t_s[near] - t_s[inner][:, None]  # (J, n)
+    vander = np.stack([dt * dt, dt, np.ones_like(dt)], axis=2)  # (J, n, 3)
+    normal = np.einsum("jni,jnk->jik", vander, vander)
+    for _ in range(k):
+        y = centers[near]  # (J, n, 3)
+        coef = np.linalg.solve(normal, np.einsum("jni,jnd->jid", vander, y))  # (J, 3, xyz)
+        residual = np.einsum("jni,jid->jnd", vander, coef) - y
+        spread = np.sqrt(np.max(np.sum(residual * residual, axis=2), axis=1))
+        miss = np.linalg.norm(coef[:, 2] - centers[inner], axis=1)  # coef[:, 2]: the fit at j
+        miss[spread > 0.5 * outlier_m] = 0.0
+        worst = int(np.argmax(miss))
+        if miss[worst] <= outlier_m:
+            break
+        centers[inner[worst]] = coef[worst, 2]
+        moved.append(int(inner[worst]))
+    return moved
+
+
 class _Tracks:
     """World-frame box trajectories of every instance annotated in some samples, packed so
     that the boxes of all tracks at one time come out of a few vectorised steps.
@@ -248,7 +349,14 @@ class _Tracks:
     up to ``tolerance_ns``; beyond that the track has no box.
     """
 
-    def __init__(self, log: _AggregationLog, samples: Sequence[int], tolerance_ns: int) -> None:
+    def __init__(
+        self,
+        log: _AggregationLog,
+        samples: Sequence[int],
+        tolerance_ns: int,
+        outlier_m: float | None = None,
+        test_ns: tuple[int, int] | None = None,
+    ) -> None:
         rows: dict[str, list[tuple[int, F64, F64, F64]]] = {}
         category: dict[str, str] = {}
         for s in samples:
@@ -261,6 +369,8 @@ class _Tracks:
                 )
                 category[track] = str(boxes.label[b])
         self.names = sorted(rows)
+        #: (track name, annotation time) of the centres ``repair_track_outliers`` moved
+        self.repaired: list[tuple[str, int]] = []
         n, m = len(self.names), max((len(r) for r in rows.values()), default=1)
         self.t = np.full((n, m), np.iinfo(np.int64).max, dtype=np.int64)
         self.q = np.zeros((n, m, 4))
@@ -268,6 +378,7 @@ class _Tracks:
         self.length = np.zeros(n, dtype=np.int64)
         self.size = np.zeros((n, 3))
         self.occ3d = np.zeros(n, dtype=np.int16)
+        self.category = np.array([category[name] for name in self.names], dtype=np.str_)
         for i, name in enumerate(self.names):
             entries = sorted(rows[name], key=lambda r: r[0])
             t = np.array([r[0] for r in entries], dtype=np.int64)
@@ -286,6 +397,9 @@ class _Tracks:
             self.size[i] = np.median(np.array([r[3] for r in entries])[keep], axis=0)
             self.length[i] = k
             self.occ3d[i] = occ3d_class(category[name])
+            if outlier_m is not None:
+                for j in repair_track_outliers(self.t[i, :k], self.c[i, :k], outlier_m, test_ns):
+                    self.repaired.append((name, int(self.t[i, j])))
         self.tolerance_ns = int(tolerance_ns)
 
     def at(self, t_ns: int) -> tuple[npt.NDArray[np.intp], F64, F64]:
@@ -316,13 +430,17 @@ class _Tracks:
 # --------------------------------------------------------------------------------------------
 
 
-def _neighbour_samples(log: _AggregationLog, index: int, t_lo: int, t_hi: int) -> list[int]:
+def _neighbour_samples(
+    log: _AggregationLog, index: int, t_lo: int, t_hi: int, extra: int = 0
+) -> list[int]:
     """Sample indices of the keyframe's scene whose time lies in [t_lo, t_hi], plus one more
-    on each side (so a track can be interpolated up to the window's edges)."""
+    on each side (so a track can be interpolated up to the window's edges) and ``extra``
+    beyond that (context for the annotation outlier test)."""
     token = log.sample_tokens[index]
     out = [index]
     for link, inside in (("prev", lambda t: t >= t_lo), ("next", lambda t: t <= t_hi)):
         tok = token
+        beyond = 0
         while True:
             nxt = log.get("sample", tok).get(link) or ""
             if not nxt:
@@ -333,7 +451,9 @@ def _neighbour_samples(log: _AggregationLog, index: int, t_lo: int, t_hi: int) -
                 break  # outside the log's selected scene
             out.append(j)
             if not inside(log.sample_time_ns(j)):
-                break
+                beyond += 1
+                if beyond > extra:
+                    break
             tok = nxt
     return sorted(out)
 
@@ -361,6 +481,95 @@ def _apply(rot: F64, trans: F64, points: npt.NDArray[Any]) -> F64:
     """rot @ p + trans for (N, 3) points (float64 result), without a BLAS call."""
     p = np.asarray(points, dtype=np.float64)
     return p[:, 0:1] * rot[:, 0] + p[:, 1:2] * rot[:, 1] + p[:, 2:3] * rot[:, 2] + trans
+
+
+def _repair_keyframe_boxes(boxes: Boxes3D, tracks: _Tracks, t_ns: int) -> tuple[Boxes3D, int]:
+    """Keyframe boxes made consistent with their tracks (world frame): every box takes its
+    track's median size (an object does not change size; one annotation that is too small or
+    too large is outvoted by its neighbours), and a track annotated before and after the
+    keyframe but not at it gets its interpolated box there (a missed annotation). Returns the
+    boxes (annotated first, interpolated after) and how many changed size by more than 1 %."""
+    row = {name: i for i, name in enumerate(tracks.names)}
+    rows = np.array([row.get(str(t), -1) for t in boxes.track_id], dtype=np.int64)
+    size = boxes.size.copy()
+    known = rows >= 0
+    size[known] = tracks.size[rows[known]]
+    center = boxes.center.copy()
+    for name, t in tracks.repaired:
+        if t == t_ns and name in row:
+            i = row[name]
+            b = np.flatnonzero(rows == i)
+            center[b] = tracks.c[i, int(np.flatnonzero(tracks.t[i] == t)[0])]
+    resized = int(np.sum(np.any(np.abs(size - boxes.size) > 0.01 * boxes.size, axis=1)))
+    live, q, c = tracks.at(t_ns)
+    first = tracks.t[live, 0]
+    last = tracks.t[live, tracks.length[live] - 1]
+    present = set(rows[known].tolist())
+    add = np.array(
+        [k for k, r in enumerate(live) if first[k] < t_ns < last[k] and int(r) not in present],
+        dtype=np.intp,
+    )
+    n_add = add.size
+    if n_add == 0:
+        out = Boxes3D(center, size, boxes.rotation, boxes.label, boxes.track_id,
+                      boxes.frame, boxes.velocity, boxes.token, boxes.attrs)  # fmt: skip
+        return out, resized
+    # velocity: a central difference over ±50 ms (both inside the track: it is interpolated)
+    dt = 50_000_000
+    live0, _, c0 = tracks.at(t_ns - dt)
+    live1, _, c1 = tracks.at(t_ns + dt)
+    at0 = np.searchsorted(live0, live[add])  # ``at`` lists tracks in ascending order
+    at1 = np.searchsorted(live1, live[add])
+    vel = (c1[at1] - c0[at0]) / (2 * dt / 1e9)
+    names = np.array(tracks.names, dtype=np.str_)[live[add]]
+    attrs = {}
+    for key, v in boxes.attrs.items():
+        fill = (
+            np.zeros(n_add, dtype=v.dtype) if v.dtype.kind != "U" else np.full(n_add, "", v.dtype)
+        )
+        attrs[key] = np.concatenate([v, fill])
+    token = None if boxes.token is None else np.concatenate([boxes.token, np.full(n_add, "")])
+    out = Boxes3D(
+        np.concatenate([center, c[add]]), np.concatenate([size, tracks.size[live[add]]]),
+        np.concatenate([boxes.rotation, q[add]]),
+        np.concatenate([boxes.label, tracks.category[live[add]]]),
+        np.concatenate([boxes.track_id, names]), boxes.frame,
+        np.concatenate([boxes.velocity if boxes.velocity is not None else np.full((len(boxes), 3), np.nan), vel]),
+        token, attrs,
+    )  # fmt: skip
+    logger.info("keyframe boxes: %d resized to their track, %d interpolated", resized, n_add)
+    return out, resized
+
+
+def _classes_from_lidarseg(
+    boxes: Boxes3D,
+    labels: npt.NDArray[np.uint8],
+    box_index: npt.NDArray[np.int32],
+    from_box: npt.NDArray[np.bool_],
+    min_points: int,
+    counts: dict[str, int],
+) -> Boxes3D:
+    """A box whose own lidarseg points (at least ``min_points``, object classes) mostly say
+    another class than its label takes that class, and so do its points labelled from the box
+    (``labels`` is changed in place). Counted in ``counts["boxes_reclassed"]``."""
+    occ = np.asarray(boxes.attrs["occ3d"]).astype(np.int16).copy()
+    n_cls = len(_OBJECT_CLASSES)
+    members = np.flatnonzero(box_index >= 0)
+    seg = members[~from_box[members] & (labels[members] < n_cls)]
+    hist = np.bincount(
+        box_index[seg].astype(np.int64) * n_cls + labels[seg], minlength=len(boxes) * n_cls
+    ).reshape(len(boxes), n_cls)
+    total = hist.sum(axis=1)
+    best = hist.argmax(axis=1)
+    change = (total >= max(min_points, 1)) & (2 * hist.max(axis=1) > total) & (best != occ)
+    counts["boxes_reclassed"] = int(change.sum())
+    if change.any():
+        logger.info("%d boxes take the class their lidarseg points give", int(change.sum()))
+        occ[change] = best[change]
+        relabel = members[from_box[members] & change[box_index[members]]]
+        labels[relabel] = occ[box_index[relabel]].astype(np.uint8)
+    return Boxes3D(boxes.center, boxes.size, boxes.rotation, boxes.label, boxes.track_id,
+                   boxes.frame, boxes.velocity, boxes.token, {**boxes.attrs, "occ3d": occ})  # fmt: skip
 
 
 def aggregate_keyframe(
@@ -393,9 +602,21 @@ def aggregate_keyframe(
     t_lo = min(c.t_ns for c in clouds) + offset - 100_000_000
     t_hi = max(c.t_ns for c in clouds) + offset + 100_000_000
     tol_ns = round(opts.track_tolerance_s * 1e9)
-    tracks = _Tracks(log, _neighbour_samples(log, index, t_lo, t_hi), tol_ns)
+    extra = 2 if opts.repair_boxes else 0
+    # the annotations the window's box poses come from are tested; two more samples on each
+    # side are their context
+    tracks = _Tracks(log, _neighbour_samples(log, index, t_lo, t_hi, extra), tol_ns,
+                     opts.box_outlier_m if opts.repair_boxes else None,
+                     (t_lo - 600_000_000, t_hi + 600_000_000))  # fmt: skip
     track_names = np.array(tracks.names, dtype=np.str_)
     kf_boxes_world = log.boxes3d(index)
+    n_annotated = len(kf_boxes_world)
+    if opts.repair_boxes:
+        kf_boxes_world, n_resized = _repair_keyframe_boxes(
+            kf_boxes_world, tracks, log.sample_time_ns(index)
+        )
+    else:
+        n_resized = 0
     kf_track_row = {str(t): b for b, t in enumerate(kf_boxes_world.track_id)}
     kf_row_of_track = np.array([kf_track_row.get(n, -1) for n in tracks.names], dtype=np.int64)
     box_kf = kf_boxes_world.transformed(grid_from_world, "grid")
@@ -418,10 +639,12 @@ def aggregate_keyframe(
 
     counts = dict.fromkeys(
         ("read", "nonfinite", "self", "noise", "static", "object", "object_without_keyframe_box",
-         "sweeps_not_deskewed"), 0,
+         "object_ground_band", "sweeps_not_deskewed"), 0,
     )  # fmt: skip
+    counts["boxes_resized_to_track"] = n_resized
+    counts["boxes_interpolated"] = len(kf_boxes_world) - n_annotated
     parts: dict[str, list[npt.NDArray[Any]]] = {
-        k: [] for k in ("points", "ray_end", "ray_origin", "labels", "box", "sweep")
+        k: [] for k in ("points", "ray_end", "ray_origin", "labels", "box", "sweep", "from_box")
     }
     for s_i, (sd_token, cloud) in enumerate(zip(window, clouds, strict=True)):
         if cloud.sensor.name != sensor.name:
@@ -479,6 +702,7 @@ def aggregate_keyframe(
 
         placed = seen.copy()
         box_of = np.full(len(sel), -1, dtype=np.int32)
+        from_box = np.zeros(len(sel), dtype=bool)
         # slices of capture time: box poses and the sensor origin at each slice's centre. The
         # slices span the whole sweep's times (removed points included), so what is removed
         # never changes how the other points are placed.
@@ -520,14 +744,32 @@ def aggregate_keyframe(
             if pts_i.size == 0:
                 continue
             rows, which = in_slice[pts_i], hit[pts_i]
+            # box frame (at the capture time) of each return: rot_gb^T (p - c)
+            d = seen[rows] - c_g[which]
+            r_b = rot_gb[which]
+            p_box = d[:, 0:1] * r_b[:, 0, :] + d[:, 1:2] * r_b[:, 1, :] + d[:, 2:3] * r_b[:, 2, :]
+            if opts.ground_band_m > 0:
+                # returns near the box bottom that lidarseg does not call an object: ground
+                bottom = -0.5 * tracks.size[live[which], 2]
+                low = (p_box[:, 2] < bottom + opts.ground_band_m) & (labels[rows] == UNLABELLED)
+                counts["object_ground_band"] += int(low.sum())
+                keep = ~low
+                rows, which, p_box = rows[keep], which[keep], p_box[keep]
+                if rows.size == 0:
+                    continue
             kf_b = kf_row_of_track[live[which]]
             box_of[rows] = np.where(kf_b >= 0, kf_b, -2)  # -2: no box at the keyframe, dropped
             mv = kf_b >= 0
-            rows, which, kf_b = rows[mv], which[mv], kf_b[mv]
-            p_box = np.einsum("nji,nj->ni", rot_gb[which], seen[rows] - c_g[which])
+            rows, which, kf_b, p_box = rows[mv], which[mv], kf_b[mv], p_box[mv]
+            if opts.snap_to_box:
+                # a return in the collection margin is the object's (the label is a little
+                # tight, or the range is noisy): it goes on the box's surface, not beyond it
+                hb = 0.5 * box_kf.size[kf_b]
+                p_box = np.clip(p_box, -hb, hb)
             placed[rows] = np.einsum("nij,nj->ni", kf_rot[kf_b], p_box) + box_kf.center[kf_b]
             unl = labels[rows] == UNLABELLED
             labels[rows[unl]] = tracks.occ3d[live[which[unl]]]
+            from_box[rows[unl]] = True
         lost = box_of == -2
         counts["object_without_keyframe_box"] += int(lost.sum())
         ok = ~lost
@@ -539,17 +781,22 @@ def aggregate_keyframe(
         parts["labels"].append(labels[ok].astype(np.uint8))
         parts["box"].append(box_of[ok])
         parts["sweep"].append(np.full(int(ok.sum()), s_i, dtype=np.int16))
+        parts["from_box"].append(from_box[ok])
 
     def cat(key: str, dtype: Any, width: int = 0) -> npt.NDArray[Any]:
         if parts[key]:
             return np.concatenate(parts[key]).astype(dtype, copy=False)
         return np.zeros((0, width) if width else 0, dtype=dtype)
 
+    labels_all, box_all = cat("labels", np.uint8), cat("box", np.int32)
+    if opts.repair_boxes:
+        box_kf = _classes_from_lidarseg(
+            box_kf, labels_all, box_all, cat("from_box", np.bool_), opts.min_class_points, counts
+        )
     result = AggregatedSweeps(
         token, kf_sd, t_kf, world_from_grid,
         cat("points", np.float64, 3), cat("ray_end", np.float64, 3), cat("ray_origin", np.float64, 3),
-        cat("labels", np.uint8), cat("box", np.int32), cat("sweep", np.int16), tuple(window),
-        box_kf, counts,
+        labels_all, box_all, cat("sweep", np.int16), tuple(window), box_kf, counts,
     )  # fmt: skip
     logger.debug(
         "aggregate %s: %d sweeps, %d points read: %d static, %d object, %d removed (%s)",

@@ -144,7 +144,9 @@ class OccupancyOptions:
             "aggregation": {"sweeps": a.sweeps, "lidar": a.lidar, "deskew": a.deskew,
                             "time_slices": a.time_slices, "box_margin_m": list(a.box_margin_m),
                             "track_tolerance_s": a.track_tolerance_s, "pose_tolerance_s": a.pose_tolerance_s,
-                            "ego_box_m": list(a.ego_box_m)},
+                            "ego_box_m": list(a.ego_box_m), "ground_band_m": a.ground_band_m,
+                            "snap_to_box": a.snap_to_box, "repair_boxes": a.repair_boxes,
+                            "box_outlier_m": a.box_outlier_m, "min_class_points": a.min_class_points},
             "min_points": self.min_points, "fill_boxes": self.fill_boxes,
             "label_radius_m": self.label_radius_m,
             "cameras": None if self.cameras is None else list(self.cameras),
@@ -257,15 +259,15 @@ def occupancy_from_aggregate(
     spec = opts.grid
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    occ_vox = voxelize(agg.points, spec, what=f"occupancy {agg.sample_token}")
-    has = agg.labels != UNLABELLED
-    sem_vox = voxelize(agg.points[has], spec, agg.labels[has],
-                       what=f"occupancy labels {agg.sample_token}")  # fmt: skip
-    assert sem_vox.semantics is not None
+    # one pass: points per voxel (all) and the majority class of the labelled ones
+    occ_vox = voxelize(agg.points, spec, agg.labels, unlabelled=UNLABELLED,
+                       empty_label=OCC3D_FREE_LABEL, what=f"occupancy {agg.sample_token}")  # fmt: skip
+    if occ_vox.semantics is None:
+        raise AVFusionError(f"occupancy {agg.sample_token}: voxelisation gave no semantics")
     occupied = occ_vox.counts >= opts.min_points
     semantics = np.full(spec.shape, OCC3D_FREE_LABEL, dtype=np.uint8)
-    labelled = occupied & (sem_vox.counts > 0)
-    semantics[labelled] = sem_vox.semantics[labelled]
+    labelled = occupied & (occ_vox.semantics != OCC3D_FREE_LABEL)
+    semantics[labelled] = occ_vox.semantics[labelled]
     found = _propagate_labels(semantics, occupied & ~labelled, labelled, spec, opts.label_radius_m)
     timings["voxelize_s"] = time.perf_counter() - t0
 
@@ -365,7 +367,8 @@ def keyframe_cameras(
                     f"occupancy camera '{name}' is a {log.sensors[name].modality} sensor, not a camera"
                 )
             continue
-        assert image.world_from_ego is not None
+        if image.world_from_ego is None:
+            raise AVFusionError(f"camera '{name}' keyframe image has no ego pose")
         grid_from_cam = grid_from_world @ image.world_from_ego @ image.sensor.ego_from_sensor
         out.append((name, image.sensor.camera, grid_from_cam))
     return out

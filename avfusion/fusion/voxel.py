@@ -299,6 +299,7 @@ def voxelize(
     num_classes: int = OCC3D_NUM_CLASSES,
     tie_priority: Sequence[int] | None = None,
     empty_label: int | None = None,
+    unlabelled: int | None = None,
     what: str = "voxelize",
 ) -> Voxelization:
     """Points per voxel of ``points`` (N, 3) (float32/float64, in the grid's frame) and, with
@@ -309,8 +310,11 @@ def voxelize(
     ``empty_label`` (default ``num_classes``: Occ3D's free label 17 for its 17 classes).
     ``num_classes`` and ``empty_label`` must fit uint8. Points outside the grid or not finite
     are counted (``n_outside``, ``n_nonfinite``) and never written; a label outside
-    ``[0, num_classes)`` on a point inside the grid raises ``AVFusionError``. uint8 labels go
-    to the kernel as they are; other integer dtypes cost one conversion pass.
+    ``[0, num_classes)`` on a point inside the grid raises ``AVFusionError``, except the value
+    ``unlabelled`` (outside ``[0, num_classes)``): such points count in ``counts`` but do not
+    vote, so a voxel whose points are all unlabelled gets ``empty_label`` (one call gives the
+    points per voxel of a partly labelled cloud and the majority of its labelled points).
+    uint8 labels go to the kernel as they are; other integer dtypes cost one conversion pass.
     """
     spec = GridSpec() if spec is None else _check_spec(spec, what)
     pts = _as_points(points, what)
@@ -329,6 +333,14 @@ def voxelize(
     empty = num_classes if empty_label is None else empty_label
     if isinstance(empty, bool) or not isinstance(empty, int | np.integer) or not 0 <= empty <= 255:
         raise ConfigError(f"{what}: empty_label must be an integer in [0, 255], got {empty!r}")
+    if unlabelled is not None and (
+        isinstance(unlabelled, bool)
+        or not isinstance(unlabelled, int | np.integer)
+        or 0 <= unlabelled < num_classes
+    ):
+        raise ConfigError(
+            f"{what}: unlabelled must be an integer outside [0, {num_classes}), got {unlabelled!r}"
+        )
     rank = _tie_rank(tie_priority, num_classes, what)
     if labels is None:
         lab = np.zeros(0, dtype=np.uint8)
@@ -350,7 +362,11 @@ def voxelize(
     counts = np.empty(shape, dtype=np.int32)
     point_voxel = np.empty(n, dtype=np.int32)
     semantics = np.empty(shape if with_labels else (0, 0, 0), dtype=np.uint8)
-    order = np.empty(n if with_labels else 0, dtype=lab.dtype)
+    # compact per-chunk histograms: a row per voxel a chunk meets (at most its points, at most
+    # the grid) of C + 2 int32 (classes, labels out of range, the voxel); only rows in use are
+    # ever touched, so the pages of the rest are never mapped
+    rows = min(-(-n // chunks), spec.n_voxels) if with_labels else 0
+    hist = np.empty((chunks if with_labels else 0, rows, num_classes + 2), dtype=np.int32)
     n_in, n_nan, n_bad = voxelize_kernel(
         pts,
         lab if with_labels else lab[:0],
@@ -362,15 +378,24 @@ def voxelize(
         counts,
         point_voxel,
         semantics,
-        order,
+        hist,
     )
+    if n_bad and unlabelled is not None:
+        # labels outside [0, C) are allowed when they are ``unlabelled``: a quick look at all
+        # labels first, the exact one (points inside the grid only) when that finds others
+        raw = np.asarray(labels)
+        if not np.any(((raw < 0) | (raw >= num_classes)) & (raw != unlabelled)):
+            n_bad = 0
     if n_bad:
         inside_labels = np.asarray(labels)[point_voxel >= 0].astype(np.int64)
         wrong = inside_labels[(inside_labels < 0) | (inside_labels >= num_classes)]
-        raise AVFusionError(
-            f"{what}: {n_bad} points inside the grid have a label outside [0, {num_classes}) "
-            f"(values {np.unique(wrong)[:10].tolist()})"
-        )
+        if unlabelled is not None:
+            wrong = wrong[wrong != unlabelled]
+        if wrong.size:
+            raise AVFusionError(
+                f"{what}: {wrong.size} points inside the grid have a label outside "
+                f"[0, {num_classes}) (values {np.unique(wrong)[:10].tolist()})"
+            )
     if labels is not None and n == 0:
         semantics = np.full(shape, empty, dtype=np.uint8)
     n_out = n - n_in - n_nan

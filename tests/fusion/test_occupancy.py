@@ -16,9 +16,12 @@ from avfusion.calibration.transforms import Transform
 from avfusion.errors import AVFusionError, ConfigError
 from avfusion.fusion.aggregate import (
     OCC3D_CLASSES,
+    UNLABELLED,
     AggregationOptions,
+    _classes_from_lidarseg,
     aggregate_keyframe,
     occ3d_class,
+    repair_track_outliers,
 )
 from avfusion.fusion.kernels import box_overlaps_voxel, fill_boxes_kernel
 from avfusion.fusion.occupancy import (
@@ -168,7 +171,63 @@ def test_options_are_validated() -> None:
         AggregationOptions(ego_box_m=(1, 0, 0, 0, 1, 1))
     with pytest.raises(ConfigError, match="min_points"):
         OccupancyOptions(min_points=0)
+    with pytest.raises(ConfigError, match="ground_band_m must be finite and >= 0"):
+        AggregationOptions(ground_band_m=-0.1)
+    with pytest.raises(ConfigError, match="box_outlier_m must be finite and > 0"):
+        AggregationOptions(box_outlier_m=0.0)
+    with pytest.raises(ConfigError, match="min_class_points must be an integer >= 1"):
+        AggregationOptions(min_class_points=0)
     assert OccupancyOptions().with_sweeps(3).sweeps == 3
+
+
+def test_track_outliers_are_moved_and_smooth_motion_is_not() -> None:
+    """Reference: the track's true positions. Braking hard while turning (constant
+    acceleration) leaves every annotation where it is; a shifted annotation and a lagging one
+    are moved back onto the motion; the last one is never tested; two wrong neighbours leave
+    no consistent motion to judge by, so nothing moves."""
+    t_ns = np.arange(11, dtype=np.int64) * 500_000_000
+    t = t_ns / 1e9
+    truth = np.stack([12.0 * t - 1.2 * t**2, 0.8 * t**2, 0.02 * t], axis=1)  # braking, turning
+    smooth = truth.copy()
+    assert repair_track_outliers(t_ns, smooth, 0.3) == []
+    np.testing.assert_array_equal(smooth, truth)
+    bad = truth.copy()
+    bad[2] += [0.5, -0.6, 0.0]  # a shifted label
+    bad[6] = truth[6] - (truth[6] - truth[5]) * 0.6  # a lagging one (0.3 s late)
+    bad[10] += [2.0, 0.0, 0.0]  # the last: not testable
+    moved = repair_track_outliers(t_ns, bad, 0.3)
+    assert sorted(moved) == [2, 6]
+    np.testing.assert_allclose(bad[[2, 6]], truth[[2, 6]], atol=0.05)
+    assert bad[10, 0] == truth[10, 0] + 2.0
+    pair = truth.copy()
+    pair[4:6] += [0.8, 0.0, 0.0]
+    assert repair_track_outliers(t_ns, pair, 0.3) == []
+    few = truth[:4].copy()
+    few[2] += 5.0
+    assert repair_track_outliers(t_ns[:4], few, 0.3) == []  # too few neighbours to judge
+
+
+def test_box_class_follows_its_lidarseg_points() -> None:
+    from avfusion.types import Boxes3D
+
+    boxes = Boxes3D(
+        np.zeros((3, 3)), np.ones((3, 3)), np.tile([1.0, 0, 0, 0], (3, 1)),
+        np.array(["a", "b", "c"]), np.array(["1", "2", "3"]), "grid",
+        attrs={"occ3d": np.array([1, 4, 8], dtype=np.int16)},
+    )  # fmt: skip
+    # box 0 (barrier): 12 lidarseg cone points, 3 barrier, 20 labelled from the box
+    # box 1 (car): 5 lidarseg pedestrian points only (fewer than min_points)
+    # box 2 (cone): 10 lidarseg cone points
+    box = np.array([0] * 35 + [1] * 5 + [2] * 10 + [-1] * 4, dtype=np.int32)
+    labels = np.array([8] * 12 + [1] * 3 + [1] * 20 + [7] * 5 + [8] * 10 + [11, 12, 13, UNLABELLED],
+                      dtype=np.uint8)  # fmt: skip
+    from_box = np.zeros(len(box), bool)
+    from_box[15:35] = True
+    counts: dict[str, int] = {}
+    out = _classes_from_lidarseg(boxes, labels, box, from_box, 10, counts)
+    assert out.attrs["occ3d"].tolist() == [8, 4, 8] and counts["boxes_reclassed"] == 1
+    assert np.all(labels[15:35] == 8)  # the box's own points follow it
+    assert np.all(labels[12:15] == 1) and labels[-1] == UNLABELLED  # lidarseg points keep theirs
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +301,61 @@ def test_aggregation_places_static_points_on_the_ground(synth_log: NuScenesLog) 
     assert np.percentile(np.abs(dz), 95) < 0.06
 
 
+def test_aggregation_keeps_ground_out_of_objects_and_repairs_labels(
+    synth_log: NuScenesLog,
+) -> None:
+    """Keyframe 1 carries injected label errors (truth/injected_errors.json: two boxes shrunk
+    and one grown by 30 %, two pedestrians shifted 0.6-0.9 m, a car not annotated). Against
+    the clean annotations (truth/annotations.json), every keyframe box comes out right, the
+    missed car included, but two: pedestrian-04, whose track has too few annotations around
+    the keyframe to judge (its box four keyframes later is missing too: the repair then
+    leaves a label alone), and car-06, whose first annotation is the missed one (a box is
+    interpolated, never extrapolated). Without the repair all the errors stay. And the ground under and
+    around the boxes, which the sweeps without lidarseg would give the box's class, stays
+    ground."""
+    from avfusion.synth.world import ground_height_many
+
+    clean = {
+        a["key"]: a for a in json.loads((synth_log.root / "truth" / "annotations.json").read_text())
+    }
+    track_of = {}
+    for row in synth_log.table("sample_annotation"):
+        key = next((k for k, a in clean.items() if a["token"] == row["token"]), None)
+        if key is not None:
+            track_of[row["instance_token"]] = key.split("/")[0]
+    world = _world(str(synth_log.root))
+
+    def off(opts: AggregationOptions) -> tuple[int, float, dict[str, int]]:
+        agg = aggregate_keyframe(synth_log, 1, opts)
+        boxes = agg.boxes.transformed(agg.world_from_grid, "world")
+        wrong = 0
+        for b in range(len(boxes)):
+            name = track_of[str(boxes.track_id[b])]
+            # an object the generator left unannotated at this keyframe (no points on it):
+            # its true box from the world
+            obj = next(o for o in world.objects if o.track_id == name)
+            pose = world.object_pose(obj, synth_log.sample_time_ns(1))
+            a = clean.get(f"{name}/1", {"translation": pose[:3], "size_lwh": obj.box_size})
+            wrong += bool(
+                np.linalg.norm(boxes.center[b] - a["translation"]) > 0.1
+                or np.abs(boxes.size[b] - a["size_lwh"]).max() > 0.05
+            )
+        missing = sum(1 for k in clean if k.endswith("/1")) - len(
+            set(boxes.track_id) & set(i for i, n in track_of.items() if f"{n}/1" in clean)
+        )
+        pts = agg.world_from_grid.apply(agg.points[agg.box_index >= 0])
+        ground = ground_height_many(np.ascontiguousarray(pts[:, :2]), world.params)
+        return wrong + missing, float(np.mean(np.abs(pts[:, 2] - ground) < 0.05)), agg.counts
+
+    before = off(AggregationOptions(ground_band_m=0.0, snap_to_box=False, repair_boxes=False))
+    after = off(AggregationOptions())
+    assert before[0] >= 6 and before[1] > 0.1  # 5 wrong boxes + 1 missing; 16 % ground
+    assert after[0] == 2 and after[1] < 0.005  # pedestrian-04 and car-06 (see the docstring)
+    c = after[2]
+    assert c["boxes_resized_to_track"] == 3 and c["boxes_interpolated"] >= 1
+    assert c["object_ground_band"] > 5_000 and c["boxes_reclassed"] == 0
+
+
 @cache
 def _accuracy(root: str, frames: tuple[int, ...], sweeps: int) -> tuple[np.ndarray, list[dict]]:
     from avfusion.synth import labels as lab
@@ -268,15 +382,22 @@ def test_occupancy_accuracy_against_the_analytic_truth(synth_log: NuScenesLog) -
     """Keyframes 1, 5 and 9 with ±10 sweeps against the world's exact occupancy (a voxel is
     occupied where a surface passes through it or a solid overlaps it), scored inside the
     truth's camera mask (Occ3D visibility of the truth from the keyframe cameras), confusion
-    pooled over the frames as Occ3D does.
+    pooled over the frames as Occ3D does. The log's labels carry the default injected errors.
 
-    Measured (this code, pooled): occupied IoU 0.875, free-space precision 0.994, mIoU 0.70.
-    The issue asks IoU >= 0.85, free precision >= 0.98 and mIoU >= 0.80: the first two hold;
-    mIoU does not. The per-class table shows why: ground, buildings, buses and trucks reach
-    0.81-0.91, while the small classes (cone 0.4, bicycle 0.44, pedestrian 0.5, car 0.53) lose
-    a few voxels each to the difference between a filled annotated box and the object's true
-    shape (a car's cabin and the gap under its body, a cone's taper), which the exact truth
-    counts voxel by voxel. Asserted below at the measured level, so a regression shows.
+    The issue asks occupied IoU >= 0.85, free-space precision >= 0.98 and mIoU >= 0.80.
+    Measured (this code, pooled): occupied IoU 0.894, free precision 0.994, mIoU 0.826
+    (per class: others 0.89, barrier 0.81, bicycle 0.85, bus 0.99, car 0.81, pedestrian 0.69,
+    traffic cone 0.59, truck 0.85, driveable 0.92, sidewalk 0.89, terrain 0.81, manmade 0.91,
+    vegetation 0.73). Before (mIoU 0.70; car 0.53, pedestrian 0.51, bicycle 0.44, cone 0.40)
+    the small classes lost mostly to false positives, not to the box fill's shape: ground
+    voxels around their boxes voted to the box class by the sweeps without lidarseg (their
+    collection margin reaches below and around the box), range noise pushing returns into the
+    voxels just beyond the box face, and the injected label errors (a 30 % smaller or larger
+    box, a box 0.6-0.9 m off, a missed box); see ``aggregate.py`` (ground band, snap to box,
+    label repair). Still short: pedestrians (a shifted label the repair cannot judge, see the
+    test above) and cones (14 truth voxels: one voxel is 0.07 of IoU; the cone's taper
+    against its box). On the clean copy of the log (no injected errors) the same code gives
+    mIoU 0.83, pedestrian 0.81.
     """
     conf, stats = _accuracy(str(synth_log.root), ACCURACY_FRAMES, 10)
     m = metrics_from_confusion(conf)
@@ -284,10 +405,11 @@ def test_occupancy_accuracy_against_the_analytic_truth(synth_log: NuScenesLog) -
     print(m.table())
     assert m.occupied_iou >= 0.85
     assert m.free_precision >= 0.98
-    assert m.miou >= 0.65  # the issue's 0.80 is not reached (see the docstring)
-    for cls in (3, 11, 13, 15):  # bus, driveable surface, sidewalk, manmade
+    assert m.miou >= 0.80
+    for cls in (3, 4, 11, 13, 15):  # bus, car, driveable surface, sidewalk, manmade
         if not np.isnan(m.iou_per_class[cls]):
             assert m.iou_per_class[cls] >= 0.75, OCC3D_CLASSES[cls]
+    assert m.iou_per_class[7] >= 0.65  # pedestrian: one label left shifted (see the docstring)
     for s in stats:
         assert s["sweeps"] == 21 and s["lidar_rays"] > 300_000
         assert s["camera_observed_voxels"] > 25_000

@@ -265,6 +265,39 @@ def test_voxelize_tie_rules() -> None:
     np.testing.assert_array_equal(out3.semantics, sem)
 
 
+def test_voxelize_unlabelled_points_count_but_do_not_vote() -> None:
+    """Reference: counts of all points and the majority of the labelled ones only (two
+    calls), against one call with ``unlabelled``."""
+    rng = np.random.default_rng(11)
+    pts = rng.uniform(SMALL.lo - 0.3, SMALL.hi + 0.3, (5000, 3))
+    labels = rng.integers(0, 6, 5000).astype(np.uint8)
+    labels[rng.random(5000) < 0.6] = 255
+    labels[:30] = 255  # some voxels with unlabelled points only
+    pts[:30] = pts[0]
+    one = voxelize(pts, SMALL, labels, num_classes=6, unlabelled=255)
+    everything = voxelize(pts, SMALL)
+    has = labels != 255
+    part = voxelize(pts[has], SMALL, labels[has], num_classes=6)
+    np.testing.assert_array_equal(one.counts, everything.counts)
+    np.testing.assert_array_equal(one.semantics, part.semantics)
+    assert one.semantics is not None
+    assert np.any((one.counts > 0) & (one.semantics == 6))  # points, none labelled
+    with pytest.raises(
+        AVFusionError,
+        match=r"1 points inside the grid have a label outside \[0, 6\) \(values \[9\]\)",
+    ):
+        bad = labels.copy()
+        bad[0] = 9
+        voxelize(pts, SMALL, bad, num_classes=6, unlabelled=255)
+    with pytest.raises(ConfigError, match=r"unlabelled must be an integer outside \[0, 6\)"):
+        voxelize(pts, SMALL, labels, num_classes=6, unlabelled=3)
+    # any integer dtype: -1 as the unlabelled value
+    lab64 = np.where(labels == 255, -1, labels.astype(np.int64))
+    np.testing.assert_array_equal(
+        voxelize(pts, SMALL, lab64, num_classes=6, unlabelled=-1).semantics, part.semantics
+    )
+
+
 def test_voxelize_no_labels_and_empty() -> None:
     out = voxelize(np.zeros((0, 3)), SMALL, np.zeros(0, np.uint8))
     assert out.counts.sum() == 0 and out.n_points == 0
