@@ -165,9 +165,11 @@ def test_calib_check_and_refine_on_sample_data(tmp_path: object) -> None:
     out = Path(str(tmp_path)) / "check"
     res = runner.invoke(
         app,
-        ["calib", "check", str(root), "--out", str(out), "--max-frames", "6",
+        ["calib", "check", str(root), "--out", str(out), "--max-frames", "12",
          "--calibration", str(calib)],
     )  # fmt: skip
+    # 12 frames: with the check's thermal pre-blur, 6 frames put THERMAL_FRONT's log-wide optimum
+    # 0.21° of roll away (a false "miscalibrated"); 12 frames and more say ok.
     assert res.exit_code == 0, res.output
     assert "THERMAL_FRONT" in res.output and "CAM_FRONT" in res.output
     doc = json.loads((out / "calibration_check.json").read_text())
