@@ -41,19 +41,22 @@ OpenCV and torch included) and how far it rose above the worker's resident set b
 sample. Run it with ``OPENBLAS_NUM_THREADS=1``: otherwise every worker's numpy starts BLAS
 threads and the peer's ``np.dot`` calls slow down two- to threefold on two cores.
 
-Measured on the shared 2-core development VM (load average 1.5-6 from other jobs, so the
-figures move from run to run; 13 samples, best of 3):
+Measured on the shared 2-core development VM, 2026-11-22, after images moved to simplejpeg
+(libjpeg-turbo writing RGB rows directly: 3.1 ms per 1600×900 image against OpenCV's 7.0 ms,
+identical pixels) and Transform composition stopped re-validating products of valid
+transforms (13 samples, best of 3; another job on the second core in some runs):
 
-* in one process, decoding in line: avfusion 37-52 ms per sample, peer 100-150 ms: 2.1-3.0×
-  (2.7× typical). Where avfusion's time goes (profile): JPEG decoding 26 ms + RGB conversion
-  1.6 ms (the same libjpeg-turbo work as the peer's), depth maps 8 ms (six fresh 5.8 MB images),
-  projection 4-5 ms, aggregation 3 ms, tables, boxes and calibration 2 ms. Decoding alone caps
-  the ratio near 4.5× at equal resources;
-* with ``decode_threads=2``: 2.8-3.4× (two cores vs the peer's one);
-* DataLoader, 2 workers, ``OPENBLAS_NUM_THREADS=1``: fork 2.3-3.8× (3.0× on the last run),
-  spawn 3.4× (avfusion 12-22 samples/s, peer 3.3-8.5); peak RSS per worker 371-373 MiB fork / 483 MiB spawn, of
-  which 135-167 MiB for the samples (peer: 310 / 449 MiB, 103-105 MiB for its samples; avfusion
-  holds the six projections and depth maps of a sample at once and numba's loaded kernels).
+* in one process, decoding in line: avfusion 31-41 ms per sample, peer 92-109 ms: 2.65-2.96×
+  (2.96× with the machine otherwise quiet; 2.58× before the change in the same conditions).
+  Where avfusion's time goes (profile): JPEG decoding 20 ms (six images), depth maps 4 ms
+  (half of it faulting in six fresh 5.8 MB maps), projection 3 ms, aggregation 3 ms, tables,
+  boxes and calibration 2 ms;
+* with ``decode_threads=2``: 3.4× (two cores vs the peer's one);
+* DataLoader, 2 workers, ``OPENBLAS_NUM_THREADS=1``, otherwise quiet machine: fork 2.97×
+  (avfusion 35.0 samples/s, peer 11.8; 2.71× before the change), spawn 3.16× (34.3 vs 10.8);
+  peak RSS per worker 363 MiB fork / 468 MiB spawn, of which 131-159 MiB for the samples
+  (peer: 311 / 437 MiB, 100-106 MiB for its samples; avfusion holds the six projections and
+  depth maps of a sample at once and numba's loaded kernels).
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from numba.extending import intrinsic
 
 from avfusion.calibration.camera import CameraModel, DistortionModel
 from avfusion.errors import CalibrationError, LogFormatError
+from avfusion.io.imagefile import decode_colour_jpeg
 
 __all__ = [
     "POINTFIELD_DATATYPES",
@@ -734,6 +735,9 @@ def decode_compressed_image(msg: Any, where: str) -> npt.NDArray[Any]:
         )
     import cv2
 
+    rgb = decode_colour_jpeg(data, f"{where}: CompressedImage (format '{fmt}')")
+    if rgb is not None:
+        return rgb
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
