@@ -48,6 +48,7 @@ from avfusion.calibration.validation import (
     AlignmentSettings,
     LocalOptimum,
     _total,
+    json_floats,
     local_optimum,
     prepare_alignment,
 )
@@ -142,18 +143,15 @@ class ExtrinsicEstimate:
         return np.asarray(self.correction.translation, dtype=np.float64)
 
     def as_dict(self) -> dict[str, Any]:
-        def fin(a: F64) -> list[float | None]:
-            return [float(x) if np.isfinite(x) else None for x in np.asarray(a).tolist()]
-
         return {
             "sensor": self.sensor,
             "lidar": self.lidar,
             "observable": self.observable,
             "reason": self.reason,
-            "correction_rotation_deg": fin(self.correction_rotation_deg),
-            "correction_translation_m": fin(self.correction_translation_m),
-            "std_rotation_deg": fin(self.std_rotation_deg),
-            "std_translation_m": fin(self.std_translation_m),
+            "correction_rotation_deg": json_floats(self.correction_rotation_deg),
+            "correction_translation_m": json_floats(self.correction_translation_m),
+            "std_rotation_deg": json_floats(self.std_rotation_deg),
+            "std_translation_m": json_floats(self.std_translation_m),
             "cost_before": float(self.cost_before),
             "cost_after": float(self.cost_after),
             "n_frames": self.n_frames,

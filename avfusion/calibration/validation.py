@@ -72,6 +72,7 @@ __all__ = [
     "edge_distance_image",
     "edge_map",
     "frame_check",
+    "json_floats",
     "local_optimum",
     "prepare_alignment",
 ]
@@ -187,6 +188,14 @@ def edge_distance_image(
         cv2.bitwise_not(edges), cv2.DIST_L2, cv2.DIST_MASK_5
     )
     return dist
+
+
+def json_floats(a: npt.ArrayLike) -> list[float | None]:
+    """The values of ``a`` as a JSON-ready list: floats, None where not finite."""
+    return [
+        float(x) if np.isfinite(x) else None
+        for x in np.asarray(a, dtype=np.float64).reshape(-1).tolist()
+    ]
 
 
 @dataclass(frozen=True)
@@ -1192,9 +1201,6 @@ class SensorCheck:
     tokens: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        def fin(a: F64) -> list[float | None]:
-            return [float(x) if np.isfinite(x) else None for x in np.asarray(a).tolist()]
-
         return {
             "sensor": self.sensor,
             "lidar": self.lidar,
@@ -1206,10 +1212,10 @@ class SensorCheck:
             "mean_improvement": float(self.mean_improvement),
             "cost_current": float(self.cost_current),
             "cost_best": float(self.cost_best),
-            "correction_rotation_deg": fin(self.correction_rotation_deg),
-            "correction_translation_m": fin(self.correction_translation_m),
-            "std_rotation_deg": fin(self.std_rotation_deg),
-            "std_translation_m": fin(self.std_translation_m),
+            "correction_rotation_deg": json_floats(self.correction_rotation_deg),
+            "correction_translation_m": json_floats(self.correction_translation_m),
+            "std_rotation_deg": json_floats(self.std_rotation_deg),
+            "std_translation_m": json_floats(self.std_translation_m),
             "frames": [
                 {"token": t, "flagged": bool(f)}
                 for t, f in zip(self.tokens, self.flagged.tolist(), strict=True)
