@@ -28,9 +28,17 @@ on ``max(IoU(b, P), IoU(b, V))``; a 2D box that links to a 3D annotation
   for boxes drawn from projected corners, more for objects that do not fill their box; an
   edge another labelled box hides moves to ``V``'s column), both edges displaced the same way
   is displacement, while occlusion moves one edge inwards and a different shape both in
-  opposite ways. The shift is the larger of the two estimates (a shift towards an occluded
-  side by less than the occlusion, or of a box cut by the image border towards the border,
-  cannot be told from the boxes alone);
+  opposite ways. A third estimate comes from the keyframe LiDAR returns on the object
+  (returns in exactly one box, above its ground band, touching no return of anything else
+  within ``touch_m``), carried in the box frame to the box's pose at the camera time and
+  projected; those where the z-buffer has their own box nearest are pixels of the object the
+  camera sees, which a box of visible pixels must hold: returns beyond one side while the other
+  side holds them all are a displacement by at least that much (:func:`_column_shift`). The
+  shift is the largest of the three estimates. The LiDAR estimate is what finds boxes cut by
+  the image border and boxes moved towards a hidden side (on the clean synthetic log, seeds
+  0-1: recall 0.890 -> 0.927 with no new false alarm); a shift towards an occluded side that
+  leaves every visible return inside the box, or of a box without visible returns, is still
+  not found;
 * ``class_mismatch``: the matched 2D and 3D labels disagree (compared on the nuScenes detection
   classes, so ``car`` and ``vehicle.car`` agree), or both agree but the 3D box's size is far from
   the labelled class's typical size and close to another class's (``basis = size_prior``).
@@ -57,12 +65,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
 
 from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.motion import observation_target_from_source
 from avfusion.errors import AVFusionError, SyncError
 from avfusion.fusion.boxes import BoxProjection, project_boxes_into_image
 from avfusion.fusion.consistency.findings import CheckedItem, CheckResult, Finding, LabelSet
+from avfusion.fusion.consistency.lidar import lidar_scene, segment_ground
 from avfusion.fusion.kernels import id_extents_kernel, zbuffer_boxes_kernel
 from avfusion.types import Boxes2D, Boxes3D, Image
 
@@ -142,7 +152,10 @@ class Box2DOptions:
     ``size_priors``; a class is implausible when its size distance exceeds ``size_prior_z``
     and another class's is under half of it. ``time_offsets_ns``: per-camera clock corrections
     (added to the sensor's); None estimates them (``estimate_time_offsets``) within
-    ±``time_search_ns``. ``near_m``: near plane of the projection.
+    ±``time_search_ns``. ``near_m``: near plane of the projection. ``ground_band_m``: LiDAR
+    returns this close to a box's bottom are ground, not object; ``touch_m``: an object return
+    this close to a return of another box or of no box is left out; ``min_object_returns``:
+    visible object returns needed for the LiDAR displacement estimate.
     """
 
     min_iou: float = 0.3
@@ -167,6 +180,9 @@ class Box2DOptions:
     time_step_ns: int = 1_000_000
     near_m: float = 0.1
     zbuffer_stride_px: int = 2
+    ground_band_m: float = 0.3
+    touch_m: float = 0.15
+    min_object_returns: int = 2
 
     def __post_init__(self) -> None:
         where = "Box2DOptions"
@@ -180,12 +196,18 @@ class Box2DOptions:
             "occluder_margin_m",
             "size_prior_sigma",
             "annotation_range_m",
+            "ground_band_m",
+            "touch_m",
         ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise AVFusionError(f"{where}: {name} must be a positive number, got {v}")
         if not (math.isfinite(self.near_m) and self.near_m > 0):
             raise AVFusionError(f"{where}: near_m must be positive, got {self.near_m}")
+        if self.min_object_returns < 2:
+            raise AVFusionError(
+                f"{where}: min_object_returns must be >= 2, got {self.min_object_returns}"
+            )
         if self.time_step_ns <= 0 or self.time_search_ns < 0:
             raise AVFusionError(
                 f"{where}: time_step_ns must be > 0 and time_search_ns >= 0, got "
@@ -755,6 +777,120 @@ def _lidar_support(
     return int(np.count_nonzero(inside & free & (view.range_m <= range_m)))
 
 
+@dataclass(frozen=True)
+class _ObjectReturns:
+    """Keyframe LiDAR returns on the labelled objects: ``local_m`` (M, 3) in the frame of the
+    one box ``box`` (M,) that holds each (above its ground band, moved back along the box's
+    velocity to the sweep stamp)."""
+
+    local_m: F64
+    box: npt.NDArray[np.intp]
+
+
+#: Object returns keyed by the (immutable) world-frame Boxes3D of a sample: label sets that
+#: share a sample's 3D boxes (the harness changes only 2D boxes) share them.
+_OBJECT_RETURNS: weakref.WeakKeyDictionary[
+    Boxes3D, dict[tuple[str, str, float, float], _ObjectReturns]
+] = weakref.WeakKeyDictionary()
+
+
+def _object_returns(
+    log: Any, sample_token: str, b3: Boxes3D, lidar: str, ground_band_m: float, touch_m: float
+) -> _ObjectReturns | None:
+    """The non-ground returns of the keyframe sweep that lie in exactly one box and within
+    ``touch_m`` of no return of another box or of no box, in that box's frame (cached per 3D
+    box set); None without a sweep."""
+    from avfusion.fusion.voxel import points_in_boxes
+
+    per = _OBJECT_RETURNS.setdefault(b3, {})
+    key = (sample_token, lidar, ground_band_m, touch_m)
+    if key in per:
+        return per[key]
+    try:
+        scene = lidar_scene(log, sample_token, lidar)
+    except AVFusionError as exc:
+        logger.info("sample %s: no object returns (%s)", sample_token, exc)
+        return None
+    boxes = scene.ego_from_world(b3)
+    what = f"check_box_2d object returns of sample {sample_token}"
+    solid = np.flatnonzero(~segment_ground(scene.points))
+    pts = scene.points[solid]
+    mask = points_in_boxes(pts, boxes, return_mask=True, what=what).mask
+    if mask is None:  # pragma: no cover - asked for
+        return None
+    # owner of each non-ground return: its one box, -1 in none, -2 in several (shared returns
+    # of overlapping boxes may belong to either object)
+    n_in = mask.sum(axis=1)
+    owner = np.where(n_in == 1, np.argmax(mask, axis=1), np.where(n_in == 0, -1, -2))
+    sel = np.flatnonzero(owner >= 0)
+    # a return within touch_m of another owner's return is left out: it may belong to what
+    # touches the box (a rack or a wall reaching into a box its object does not fill)
+    if sel.size:
+        dist, nb = cKDTree(pts).query(pts[sel], k=8, distance_upper_bound=touch_m)
+        found = np.isfinite(dist)
+        other = found & (owner[np.where(found, nb, 0)] != owner[sel, None])
+        sel = sel[~other.any(axis=1)]
+    box = owner[sel]
+    vel = np.nan_to_num(np.asarray(boxes.velocity, dtype=np.float64)).reshape(-1, 3)
+    p = pts[sel] - vel[box] * scene.dt_s[solid[sel], None]
+    local = np.einsum("nj,njk->nk", p - boxes.center[box], boxes.rotation_matrices()[box])
+    half_h = boxes.size[box, 2] / 2.0
+    above = local[:, 2] >= -half_h + np.minimum(ground_band_m, 0.8 * half_h)
+    per[key] = _ObjectReturns(np.ascontiguousarray(local[above]), box[above].astype(np.intp))
+    return per[key]
+
+
+def _visible_columns(
+    returns: _ObjectReturns,
+    b3: Boxes3D,
+    proj: BoxProjection,
+    vis: VisibleExtents,
+    dt_s: float,
+) -> list[F64]:
+    """Per 3D box, the sorted image columns (px) of its object returns that the camera sees:
+    each return is carried in its box frame to the box's pose at the camera time (the
+    projection's motion model: centre + velocity · ``dt_s``) and kept where the z-buffer has
+    its own box nearest (no other labelled box in front)."""
+    n = len(b3)
+    if returns.box.size == 0 or n == 0:
+        return [np.zeros(0)] * n
+    vel = np.nan_to_num(np.asarray(b3.velocity, dtype=np.float64)).reshape(-1, 3)
+    centre = b3.center + vel * dt_s
+    world = np.einsum("nk,njk->nj", returns.local_m, b3.rotation_matrices()[returns.box])
+    world += centre[returns.box]
+    pts_cam = np.asarray(proj.camera_from_box_frame.apply(world), dtype=np.float64)
+    uv, _, ok = proj.camera_model.project(pts_cam, min_depth_m=proj.near_m)
+    h, w = vis.ids.shape
+    with np.errstate(invalid="ignore"):
+        col = np.floor((uv[:, 0] + 0.5) / vis.stride)
+        row = np.floor((uv[:, 1] + 0.5) / vis.stride)
+        ok &= np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    c = np.where(ok, col, 0).astype(np.int64)
+    r = np.where(ok, row, 0).astype(np.int64)
+    ok &= vis.ids[r, c] == returns.box
+    order = np.lexsort((uv[ok, 0], returns.box[ok]))
+    u, box = uv[ok, 0][order], returns.box[ok][order]
+    bounds = np.searchsorted(box, np.arange(n + 1))
+    return [u[bounds[i] : bounds[i + 1]] for i in range(n)]
+
+
+def _column_shift(b: F64, u: F64, tol: float, min_returns: int) -> float:
+    """Displacement (px, signed) of 2D box ``b`` along x from the image columns ``u`` (sorted)
+    of the object's camera-visible LiDAR returns. A box of visible pixels holds every visible
+    return: returns beyond one side (the second outermost, past ``tol``) while the other side
+    holds them all mean the box is displaced away from that side by at least that much;
+    returns beyond both sides are a box too small, not a displacement."""
+    if u.size < max(2, min_returns):
+        return 0.0
+    out_lo = float(b[0] - u[1])  # > 0: the object shows left of the box
+    out_hi = float(u[-2] - b[2])  # > 0: the object shows right of the box
+    if out_lo > tol and out_hi <= tol:
+        return out_lo
+    if out_hi > tol and out_lo <= tol:
+        return -out_hi
+    return 0.0
+
+
 def box_2d_outcome(
     log: Any,
     labels: LabelSet,
@@ -797,6 +933,7 @@ def box_2d_outcome(
         detection_class(str(c)) for b in labels.boxes2d.values() for c in np.unique(b.label)
     }
 
+    returns = _object_returns(log, sample_token, b3, lidar, opts.ground_band_m, opts.touch_m)
     for channel, sd in sorted(keyframe.items()):
         sensor = log.sensors.get(channel)
         if sensor is None or sensor.camera is None:
@@ -824,10 +961,15 @@ def box_2d_outcome(
             if len(b3):
                 occluded = _occluded_share(vis, lid.uv_px, lid.depth_m, len(b3), opts)
         effective_px = vis.visible_px * (1.0 - occluded)
+        t_img = int(image.t_ns + image.sensor.time_offset_ns + dt)
+        columns = (
+            _visible_columns(returns, b3, proj, vis, (t_img - t_box) * 1e-9)
+            if returns is not None
+            else [np.zeros(0)] * len(b3)
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(vis.silhouette_px > 0, effective_px / vis.silhouette_px, 0.0)
         dist = _distance_m(log, image, b3.center)
-        t_img = int(image.t_ns + image.sensor.time_offset_ns + dt)
         b2_tokens = b2.attrs.get("token")
         b2_ids = (
             [str(t) for t in b2_tokens.tolist()]
@@ -930,6 +1072,9 @@ def box_2d_outcome(
                 )
                 for axis in (0, 1)
             )
+            sx_lidar = _column_shift(bb, columns[i], opts.tolerance_px, opts.min_object_returns)
+            if abs(sx_lidar) > abs(sx):
+                sx = sx_lidar
             shift = math.hypot(sx, sy)
             if shift >= opts.offset_px:
                 findings.append(

@@ -772,15 +772,24 @@ def class_end_priors(
     under test (categories with at least ``min_class_fits`` fitted boxes). Shapes that do not
     fill their box (a pedestrian, a bicycle, a cone) have negative figures; the fits use the
     discrepancies relative to them. Most labels are right, so the medians are robust to the
-    errors being looked for; a correct box encloses its object, so a figure is never above 0."""
+    errors being looked for; a correct box encloses its object, so a figure is never above 0.
+    A class may have a single track, so each box's ends are first moved to where they would be
+    with its track's median size (an object's size does not change along its track): a few
+    wrongly sized boxes of one track do not move the class figure."""
     opts = options or LidarCheckOptions()
+    sizes: dict[str, list[F64]] = {}
+    for boxes in labels.boxes3d.values():
+        for tid, size in zip(boxes.track_id.tolist(), boxes.size, strict=True):
+            sizes.setdefault(str(tid), []).append(size)
+    track_half = {t: np.median(np.stack(v), axis=0) / 2.0 for t, v in sizes.items()}
     by: dict[str, tuple[list[float], list[float], list[int]]] = {}
     for token in labels.boxes3d:
         _, boxes, m = _measured(log, labels, token, opts)
         for b in np.nonzero(np.isfinite(m.scale_k))[0].tolist():
             xs, ys, n = by.setdefault(str(boxes.label[b]), ([], [], [0]))
             n[0] += 1
-            e, w = m.end_error_m[b], m.end_weight[b]
+            excess = boxes.size[b, :2] / 2.0 - track_half[str(boxes.track_id[b])][:2]
+            e, w = m.end_error_m[b] + np.repeat(excess, 2), m.end_weight[b]
             xs.extend(float(v) for v, ww in zip(e[:2], w[:2], strict=True) if ww > 0)
             ys.extend(float(v) for v, ww in zip(e[2:], w[2:], strict=True) if ww > 0)
     out = {}

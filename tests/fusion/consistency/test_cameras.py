@@ -16,6 +16,7 @@ from avfusion.fusion.boxes import project_boxes
 from avfusion.fusion.consistency.cameras import (
     Box2DOptions,
     _axis_shift,
+    _column_shift,
     box_2d_outcome,
     check_box_2d,
     detection_class,
@@ -170,7 +171,26 @@ def test_axis_shift_model() -> None:
     )
 
 
+def test_column_shift_model() -> None:
+    box = np.array([100.0, 50, 200, 150])
+    tol = 1.5
+    # visible returns inside the box, or too few to judge: nothing
+    assert _column_shift(box, np.array([101.0, 120, 150, 199]), tol, 2) == 0.0
+    assert _column_shift(box, np.array([90.0]), tol, 2) == 0.0
+    # the object shows 8 px left of the box (second outermost return): moved right by >= 8 px
+    assert _column_shift(box, np.array([91.0, 92, 150, 190]), tol, 2) == pytest.approx(8.0)
+    # ... and right of it: moved left
+    assert _column_shift(box, np.array([110.0, 150, 206, 207]), tol, 2) == pytest.approx(-6.0)
+    # one stray return never decides, and returns past both sides are a size disagreement
+    assert _column_shift(box, np.array([80.0, 110, 150, 190]), tol, 2) == 0.0
+    assert _column_shift(box, np.array([90.0, 91, 209, 210]), tol, 2) == 0.0
+
+
 def test_bad_input() -> None:
+    with pytest.raises(AVFusionError, match="touch_m must be a positive"):
+        Box2DOptions(touch_m=-0.1)
+    with pytest.raises(AVFusionError, match="min_object_returns must be >= 2"):
+        Box2DOptions(min_object_returns=1)
     with pytest.raises(AVFusionError, match="min_iou must be in"):
         Box2DOptions(min_iou=1.5)
     with pytest.raises(AVFusionError, match="offset_px must be a positive"):
