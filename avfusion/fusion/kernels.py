@@ -1261,6 +1261,203 @@ def voxelize_kernel(
     return int(n_in.sum()), int(n_nan.sum()), int(n_bad.sum())
 
 
+#: Bytes per voxel of ``voxelize_dense_kernel``'s counters: one uint8 counter per class and one
+#: for labels outside [0, C), so C <= 23; three uint64 words, tested at once for "no point".
+DENSE_VOXEL_BYTES = 24
+
+
+@njit(cache=True)
+def voxel_slab_bounds(
+    points: npt.NDArray[np.floating], lo_x: float, inv_voxel: float, nx: int, n_slabs: int
+) -> npt.NDArray[np.int64]:
+    """x-index boundaries (n_slabs + 1,) splitting the grid into slabs of about equal point
+    counts, from a strided sample of at most ~64k points; slab t is [out[t], out[t + 1])."""
+    n = points.shape[0]
+    out = np.empty(n_slabs + 1, np.int64)
+    hist = np.zeros(nx, np.int64)
+    total = 0
+    for i in range(0, n, max(1, n // 65536)):
+        fx = (float(points[i, 0]) - lo_x) * inv_voxel
+        if fx >= 0.0 and fx < nx:
+            hist[int(fx)] += 1
+            total += 1
+    out[0] = 0
+    out[n_slabs] = nx
+    acc = 0
+    s = 1
+    for x in range(nx):
+        acc += hist[x]
+        while s < n_slabs and acc * n_slabs >= s * total:
+            out[s] = x + 1
+            s += 1
+    for r in range(s, n_slabs):
+        out[r] = nx
+    return out
+
+
+@njit(cache=True)
+def _dense_slab_pass(
+    points: npt.NDArray[np.floating], labels: npt.NDArray[np.uint8], lo_x: float, lo_y: float,
+    lo_z: float, inv_voxel: float, nx: int, ny: int, nz: int, x0: int, x1: int, n_classes: int,
+    handles_outside: bool, counters: npt.NDArray[np.uint8], point_voxel: npt.NDArray[np.int32],
+    spill: npt.NDArray[np.int64],
+) -> tuple[int, int, int]:  # fmt: skip
+    """``voxelize_dense_kernel``'s pass over all points for the voxels of x-slab [x0, x1): one
+    uint8 counter increment per point (its voxel's row, its class's byte), the counter's index
+    in ``spill`` each time it wraps to 0. Points outside the grid are marked by the slab whose x
+    range holds them, or (``handles_outside``) when their x is outside the grid or not finite.
+    Returns (inside, non-finite, spills; spills > len(spill) means the list was too short)."""
+    fx0 = float(x0)
+    fx1 = float(x1)
+    inside = 0
+    bad = 0
+    n_sp = 0
+    for i in range(points.shape[0]):
+        fx = (float(points[i, 0]) - lo_x) * inv_voxel
+        if fx >= fx0 and fx < fx1:
+            fy = (float(points[i, 1]) - lo_y) * inv_voxel
+            fz = (float(points[i, 2]) - lo_z) * inv_voxel
+            if fy >= 0.0 and fy < ny and fz >= 0.0 and fz < nz:
+                v = (int(fx) * ny + int(fy)) * nz + int(fz)
+                point_voxel[i] = v
+                inside += 1
+                j = v * DENSE_VOXEL_BYTES + min(int(labels[i]), n_classes)
+                c = np.uint8(counters[j] + np.uint8(1))
+                counters[j] = c
+                if c == 0:
+                    if n_sp < spill.shape[0]:
+                        spill[n_sp] = j
+                    n_sp += 1
+            else:
+                bad += _outside_point(points, i, point_voxel)
+        elif handles_outside and not (fx >= 0.0 and fx < nx):
+            bad += _outside_point(points, i, point_voxel)
+    return inside, bad, n_sp
+
+
+@njit(cache=True)
+def _dense_slab_finish(
+    counters: npt.NDArray[np.uint8], v0: int, v1: int, spilled: npt.NDArray[np.int64],
+    tie_rank: npt.NDArray[np.int64], empty_label: int, flat_counts: npt.NDArray[np.int32],
+    flat_sem: npt.NDArray[np.uint8],
+) -> int:  # fmt: skip
+    """``voxelize_dense_kernel``'s counts and classes of voxels [v0, v1) from their counters
+    plus 256 per entry of ``spilled`` (sorted counter indices); voxels whose counters are all
+    zero and have no entry are skipped three words at a time. Returns the points with a label
+    outside [0, C). A function of its own: inside the parallel loop the compiler optimises it
+    less (measured 2 ms slower on 1M points)."""
+    n_classes = tie_rank.shape[0]
+    words = counters.view(np.uint64)
+    extra = np.zeros(DENSE_VOXEL_BYTES, np.int64)
+    p = 0
+    bad = 0
+    for v in range(v0, v1):
+        base = v * DENSE_VOXEL_BYTES
+        has_spill = p < spilled.shape[0] and spilled[p] < base + DENSE_VOXEL_BYTES
+        w = 3 * v
+        if not has_spill and (words[w] | words[w + 1] | words[w + 2]) == 0:
+            flat_counts[v] = 0
+            flat_sem[v] = empty_label
+            continue
+        if has_spill:
+            extra[:] = 0
+            while p < spilled.shape[0] and spilled[p] < base + DENSE_VOXEL_BYTES:
+                extra[spilled[p] - base] += 256
+                p += 1
+        best = -1
+        best_n = 0
+        total = 0
+        for k in range(n_classes):
+            h = int(counters[base + k]) + (int(extra[k]) if has_spill else 0)
+            total += h
+            if h > best_n or (h > 0 and h == best_n and tie_rank[k] < tie_rank[best]):
+                best = k
+                best_n = h
+        unlabelled = int(counters[base + n_classes]) + (int(extra[n_classes]) if has_spill else 0)
+        bad += unlabelled
+        flat_counts[v] = total + unlabelled
+        flat_sem[v] = empty_label if best < 0 else best
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def voxelize_dense_kernel(
+    points: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.uint8],
+    lo: npt.NDArray[np.float64],
+    inv_voxel: float,
+    tie_rank: npt.NDArray[np.int64],
+    empty_label: int,
+    bounds: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.uint8],
+    spill: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int32],
+    point_voxel: npt.NDArray[np.int32],
+    semantics: npt.NDArray[np.uint8],
+) -> tuple[int, int, int]:
+    """Points per voxel and each voxel's majority class, for C = ``tie_rank.shape[0]`` <= 23
+    classes: ``voxelize_kernel``'s results (same arguments and outputs, ties by ``tie_rank``,
+    labels >= C counted but not voting, ``empty_label`` where no labelled point), faster.
+
+    Method: dense per-voxel class counters, ``DENSE_VOXEL_BYTES`` uint8 per voxel (``counters``,
+    (voxels × 24,) scratch of any content), so each point costs one increment at an address
+    known from the point alone — no map look-up whose result decides where to count, which
+    is what bounds the compact-histogram method. A counter that wraps past 255 records its
+    index in ``spill`` (each 256 points of one voxel and class add one entry: (T, S) with
+    S >= N // 256 + 1 is enough). The grid is split into x-slabs of about equal point counts
+    (``bounds``, ``voxel_slab_bounds``), one per thread: each thread reads every point but
+    counts only those in its slab, then turns its slab's counters (plus 256 per sorted spill
+    entry) into counts and classes; voxels whose 24 bytes are zero are skipped three words at
+    a time. No two threads write one voxel or one point, there is no merge, and the result
+    does not depend on the number of slabs. 1M points in the 640k-voxel Occ3D grid: 5.7 ms on
+    one thread against 9.9 ms for the compact histogram.
+
+    Returns (inside, non-finite, labels outside [0, C) among the inside points), or (-1, -1,
+    -1) when the arrays do not fit (nothing is written out of bounds).
+    """
+    n = points.shape[0]
+    nx, ny, nz = counts.shape
+    nyz = ny * nz
+    n_cells = nx * nyz
+    n_slabs = bounds.shape[0] - 1
+    n_classes = tie_rank.shape[0]
+    if (
+        n_classes >= DENSE_VOXEL_BYTES
+        or n_slabs < 1
+        or labels.shape[0] != n
+        or point_voxel.shape[0] != n
+        or semantics.shape != counts.shape
+        or counters.shape[0] != n_cells * DENSE_VOXEL_BYTES
+        or spill.shape[0] != n_slabs
+        or spill.shape[1] < n // 256 + 1
+        or bounds[0] != 0
+        or bounds[n_slabs] != nx
+    ):
+        return -1, -1, -1
+    for t in range(n_slabs):
+        if bounds[t + 1] < bounds[t]:
+            return -1, -1, -1
+    flat_counts = counts.reshape(n_cells)
+    flat_sem = semantics.reshape(n_cells)
+    n_in = np.zeros(n_slabs, np.int64)
+    n_nan = np.zeros(n_slabs, np.int64)
+    n_bad = np.zeros(n_slabs, np.int64)
+    for t in prange(n_slabs):
+        counters[bounds[t] * nyz * DENSE_VOXEL_BYTES : bounds[t + 1] * nyz * DENSE_VOXEL_BYTES] = 0
+        inside, nan, n_sp = _dense_slab_pass(
+            points, labels, lo[0], lo[1], lo[2], inv_voxel, nx, ny, nz, bounds[t],
+            bounds[t + 1], n_classes, t == 0, counters, point_voxel, spill[t],
+        )  # fmt: skip
+        n_in[t] = inside
+        n_nan[t] = nan
+        n_bad[t] = _dense_slab_finish(
+            counters, bounds[t] * nyz, bounds[t + 1] * nyz,
+            np.sort(spill[t, : min(n_sp, spill.shape[1])]), tie_rank, empty_label, flat_counts,
+            flat_sem,
+        )  # fmt: skip
+    return int(n_in.sum()), int(n_nan.sum()), int(n_bad.sum())
+
+
 @njit(cache=True, parallel=True)
 def raycast_kernel(
     points: npt.NDArray[np.floating],

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Transform
 from avfusion.errors import AVFusionError, ConfigError
 from avfusion.fusion.kernels import (
+    DENSE_VOXEL_BYTES,
     RAY_HIT,
     RAY_INVALID,
     RAY_MISSED,
@@ -59,6 +61,8 @@ from avfusion.fusion.kernels import (
     camera_visibility_kernel,
     points_in_boxes_kernel,
     raycast_kernel,
+    voxel_slab_bounds,
+    voxelize_dense_kernel,
     voxelize_kernel,
 )
 from avfusion.types import Boxes3D
@@ -93,6 +97,21 @@ OCC3D_FREE_LABEL = 17
 _SCRATCH_BYTES = 512 * 1024 * 1024
 #: Most voxels a grid may have (linear indices are int32).
 _MAX_VOXELS = 2**31 - 1
+#: Largest dense class-counter block (``voxelize_dense_kernel``: 24 bytes a voxel) kept per
+#: calling thread for reuse: 2.8M voxels (the Occ3D grid is 640k: 15 MB). Faulting in a fresh
+#: block on every call would cost more than the dense method saves; larger grids and more than
+#: 23 classes use the compact histogram instead.
+_DENSE_MAX_BYTES = 64 * 1024 * 1024
+_DENSE_SCRATCH = threading.local()
+
+
+def _dense_counters(n_bytes: int) -> npt.NDArray[np.uint8]:
+    """This thread's reusable counter block of ``n_bytes`` (contents undefined)."""
+    block: npt.NDArray[np.uint8] | None = getattr(_DENSE_SCRATCH, "block", None)
+    if block is None or block.shape[0] != n_bytes:
+        block = np.empty(n_bytes, dtype=np.uint8)
+        _DENSE_SCRATCH.block = block
+    return block
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +310,43 @@ def _tie_rank(
     return rank
 
 
+def _voxelize_compact(
+    pts: npt.NDArray[np.floating[Any]],
+    lab: npt.NDArray[np.uint8],
+    with_labels: bool,
+    spec: GridSpec,
+    rank: npt.NDArray[np.int64],
+    empty: int,
+    counts: npt.NDArray[np.int32],
+    point_voxel: npt.NDArray[np.int32],
+    semantics: npt.NDArray[np.uint8],
+) -> tuple[int, int, int]:
+    """``voxelize_kernel``: counts only, or labels with more than 23 classes or grids too large
+    for the dense counters. Returns (inside, non-finite, labels outside [0, C))."""
+    n = pts.shape[0]
+    chunks = _n_chunks(n, spec.n_voxels * 4)
+    scratch = np.empty((chunks, *spec.shape), dtype=np.int32)
+    # compact per-chunk histograms: a row per voxel a chunk meets (at most its points, at most
+    # the grid) of C + 2 int32 (classes, labels out of range, the voxel); only rows in use are
+    # ever touched, so the pages of the rest are never mapped
+    rows = min(-(-n // chunks), spec.n_voxels) if with_labels else 0
+    hist = np.empty((chunks if with_labels else 0, rows, rank.shape[0] + 2), dtype=np.int32)
+    n_in, n_nan, n_bad = voxelize_kernel(
+        pts,
+        lab if with_labels else lab[:0],
+        spec.lo,
+        spec.inv_voxel,
+        rank,
+        empty,
+        scratch,
+        counts,
+        point_voxel,
+        semantics,
+        hist,
+    )
+    return int(n_in), int(n_nan), int(n_bad)
+
+
 def voxelize(
     points: npt.NDArray[np.floating[Any]],
     spec: GridSpec | None = None,
@@ -357,29 +413,33 @@ def voxelize(
         lab = np.ascontiguousarray(lab)
     with_labels = labels is not None and n > 0
     shape = spec.shape
-    chunks = _n_chunks(n, spec.n_voxels * 4)
-    scratch = np.empty((chunks, *shape), dtype=np.int32)
     counts = np.empty(shape, dtype=np.int32)
     point_voxel = np.empty(n, dtype=np.int32)
     semantics = np.empty(shape if with_labels else (0, 0, 0), dtype=np.uint8)
-    # compact per-chunk histograms: a row per voxel a chunk meets (at most its points, at most
-    # the grid) of C + 2 int32 (classes, labels out of range, the voxel); only rows in use are
-    # ever touched, so the pages of the rest are never mapped
-    rows = min(-(-n // chunks), spec.n_voxels) if with_labels else 0
-    hist = np.empty((chunks if with_labels else 0, rows, num_classes + 2), dtype=np.int32)
-    n_in, n_nan, n_bad = voxelize_kernel(
-        pts,
-        lab if with_labels else lab[:0],
-        spec.lo,
-        spec.inv_voxel,
-        rank,
-        int(empty),
-        scratch,
-        counts,
-        point_voxel,
-        semantics,
-        hist,
-    )
+    dense_bytes = spec.n_voxels * DENSE_VOXEL_BYTES
+    if with_labels and num_classes < DENSE_VOXEL_BYTES and dense_bytes <= _DENSE_MAX_BYTES:
+        slabs = max(1, min(numba.get_num_threads(), n // 100_000, shape[0]))
+        bounds = voxel_slab_bounds(pts, float(spec.lo[0]), spec.inv_voxel, shape[0], slabs)
+        n_in, n_nan, n_bad = voxelize_dense_kernel(
+            pts,
+            lab,
+            spec.lo,
+            spec.inv_voxel,
+            rank,
+            int(empty),
+            bounds,
+            _dense_counters(dense_bytes),
+            np.empty((slabs, n // 256 + 1), dtype=np.int64),
+            counts,
+            point_voxel,
+            semantics,
+        )
+        if n_in < 0:  # pragma: no cover - the arrays above always fit
+            raise AVFusionError(f"{what}: voxelisation kernel refused its arrays")
+    else:
+        n_in, n_nan, n_bad = _voxelize_compact(
+            pts, lab, with_labels, spec, rank, int(empty), counts, point_voxel, semantics
+        )
     if n_bad and unlabelled is not None:
         # labels outside [0, C) are allowed when they are ``unlabelled``: a quick look at all
         # labels first, the exact one (points inside the grid only) when that finds others

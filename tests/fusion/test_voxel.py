@@ -319,6 +319,78 @@ def test_voxelize_independent_of_chunks(chunks: int, monkeypatch: pytest.MonkeyP
     np.testing.assert_array_equal(out.point_voxel, base.point_voxel)
 
 
+def _clumped_cloud(n_classes: int) -> tuple[F64, npt.NDArray[np.int64]]:
+    """Clumps of 2-3k points in single voxels of SMALL (counters wrap past 255, several
+    times for some classes), scattered points, points outside and not finite."""
+    rng = np.random.default_rng(11)
+    clump = np.concatenate(
+        [rng.uniform(-0.2, -0.05, (3000, 3)), rng.uniform(0.6, 0.9, (2000, 3)) * [1, 1, 0.5]]
+    )
+    pts = np.concatenate([clump, rng.uniform(SMALL.lo - 1, SMALL.hi + 1, (3000, 3))])
+    pts[-5:] = [[np.nan, 0, 0], [0, np.inf, 0], [1e30, 0, 0], [0, 0, -np.inf], [-1e9, 1, 1]]
+    labels = rng.integers(0, n_classes, len(pts))
+    labels[:1500] = 1  # one class alone passes 256 several times in the first clump
+    labels[1500:2100] = n_classes - 1
+    return pts, labels
+
+
+@pytest.mark.parametrize("n_classes", [3, 17, 23, 24, 40])
+def test_voxelize_dense_and_compact_counters_match_reference(
+    n_classes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to 23 classes go to the dense uint8 counters (wrapping counters spill in 256s),
+    more classes and oversized grids to the compact histogram: both equal the reference."""
+    pts, labels = _clumped_cloud(n_classes)
+    counts, sem = ref_voxelize(pts, labels, SMALL, n_classes, list(range(n_classes)))
+    assert counts.max() > 1500
+    dense = voxelize(pts, SMALL, labels, num_classes=n_classes)
+    monkeypatch.setattr(V, "_DENSE_MAX_BYTES", 0)
+    compact = voxelize(pts, SMALL, labels, num_classes=n_classes)
+    for out in (dense, compact):
+        np.testing.assert_array_equal(out.counts, counts)
+        np.testing.assert_array_equal(out.semantics, sem)
+        assert (out.n_inside, out.n_nonfinite) == (int(counts.sum()), 3)
+    np.testing.assert_array_equal(dense.point_voxel, compact.point_voxel)
+
+
+@pytest.mark.parametrize("cuts", [[], [2], [0, 3], [3, 3, 5], [1, 2, 3, 4, 5, 6, 7]])
+def test_dense_kernel_independent_of_slabs_and_refuses_bad_arrays(cuts: list[int]) -> None:
+    """Any split of the grid into x-slabs (empty slabs included) gives the same arrays; arrays
+    that do not fit are refused before anything is written."""
+    from avfusion.fusion.kernels import DENSE_VOXEL_BYTES, voxelize_dense_kernel
+
+    pts, labels = _clumped_cloud(5)
+    lab = labels.astype(np.uint8)
+    nx = SMALL.shape[0]
+    bounds = np.array([0, *cuts, nx], dtype=np.int64)
+    counters = np.full(SMALL.n_voxels * DENSE_VOXEL_BYTES, 7, np.uint8)  # any content
+
+    def run(spill_len: int, b: npt.NDArray[np.int64]) -> tuple[Any, ...]:
+        counts = np.full(SMALL.shape, -9, np.int32)
+        pv = np.full(len(pts), -9, np.int32)
+        sem = np.full(SMALL.shape, 99, np.uint8)
+        status = voxelize_dense_kernel(
+            pts, lab, SMALL.lo, SMALL.inv_voxel, np.arange(5), 5, b, counters,
+            np.empty((len(b) - 1, spill_len), np.int64), counts, pv, sem,
+        )  # fmt: skip
+        return status, counts, pv, sem
+
+    status, counts, pv, sem = run(len(pts) // 256 + 1, bounds)
+    ref_counts, ref_sem = ref_voxelize(pts, labels, SMALL, 5, list(range(5)))
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_array_equal(sem, ref_sem)
+    assert status == (int(ref_counts.sum()), 3, 0)
+    assert np.all(pv >= -2) and np.count_nonzero(pv == -2) == 3
+    for bad_spill, bad_bounds in (
+        (len(pts) // 256, bounds),  # spill lists shorter than N // 256 + 1
+        (len(pts), np.array([0, nx - 1], np.int64)),  # the slabs stop short of the grid's end
+        (len(pts), np.array([0, 5, 2, nx], np.int64)),  # not monotone
+    ):
+        status, counts, pv, sem = run(bad_spill, bad_bounds)
+        assert status == (-1, -1, -1)
+        assert np.all(counts == -9) and np.all(pv == -9) and np.all(sem == 99)
+
+
 def test_voxelize_errors() -> None:
     pts = np.zeros((3, 3))
     with pytest.raises(AVFusionError, match=r"points must be an \(N, 3\) array"):
