@@ -1056,6 +1056,22 @@ def _outside_point(
     return 1
 
 
+@njit(cache=True, inline="always")
+def _majority(votes: npt.NDArray[Any], tie_rank: npt.NDArray[np.int64]) -> tuple[int, int]:
+    """(the class with the most of ``votes[:C]`` (C = len(tie_rank); ties: the smallest
+    ``tie_rank``), -1 when all are 0; the sum of ``votes[:C]``). The voxelisers' one rule."""
+    best = -1
+    best_n = 0
+    total = 0
+    for k in range(tie_rank.shape[0]):
+        h = int(votes[k])
+        total += h
+        if h > best_n or (h > 0 and h == best_n and tie_rank[k] < tie_rank[best]):
+            best = k
+            best_n = h
+    return best, total
+
+
 @njit(cache=True)
 def _voxel_count_pass(
     points: npt.NDArray[np.floating], lo_x: float, lo_y: float, lo_z: float, inv_voxel: float,
@@ -1244,18 +1260,10 @@ def voxelize_kernel(
         bad = 0
         for j in range(start, stop):
             at = home[j] * width
-            best = -1
-            best_n = 0
-            total = flat_hist[at + n_classes]
-            for k in range(n_classes):
-                h = flat_hist[at + k]
-                total += h
-                if h > best_n or (h > 0 and h == best_n and tie_rank[k] < tie_rank[best]):
-                    best = k
-                    best_n = h
+            best, voted = _majority(flat_hist[at : at + n_classes], tie_rank)
             bad += flat_hist[at + n_classes]
             v = flat_hist[at + n_classes + 1]
-            flat_counts[v] = total
+            flat_counts[v] = voted + flat_hist[at + n_classes]
             flat_sem[v] = empty_label if best < 0 else best
         n_bad[c] = bad
     return int(n_in.sum()), int(n_nan.sum()), int(n_bad.sum())
@@ -1359,21 +1367,17 @@ def _dense_slab_finish(
             flat_counts[v] = 0
             flat_sem[v] = empty_label
             continue
-        if has_spill:
-            extra[:] = 0
+        if has_spill:  # the counters plus 256 per spill entry, in ``extra``
+            for k in range(n_classes + 1):
+                extra[k] = counters[base + k]
             while p < spilled.shape[0] and spilled[p] < base + DENSE_VOXEL_BYTES:
                 extra[spilled[p] - base] += 256
                 p += 1
-        best = -1
-        best_n = 0
-        total = 0
-        for k in range(n_classes):
-            h = int(counters[base + k]) + (int(extra[k]) if has_spill else 0)
-            total += h
-            if h > best_n or (h > 0 and h == best_n and tie_rank[k] < tie_rank[best]):
-                best = k
-                best_n = h
-        unlabelled = int(counters[base + n_classes]) + (int(extra[n_classes]) if has_spill else 0)
+            best, total = _majority(extra, tie_rank)
+            unlabelled = int(extra[n_classes])
+        else:
+            best, total = _majority(counters[base : base + n_classes], tie_rank)
+            unlabelled = int(counters[base + n_classes])
         bad += unlabelled
         flat_counts[v] = total + unlabelled
         flat_sem[v] = empty_label if best < 0 else best
