@@ -1048,12 +1048,12 @@ def _dda_step(
 def _outside_point(
     points: npt.NDArray[np.floating], i: int, point_voxel: npt.NDArray[np.int32]
 ) -> int:
-    """Mark a point outside the grid: -1, or -2 when not finite (returned as 1)."""
-    if np.isfinite(points[i, 0]) and np.isfinite(points[i, 1]) and np.isfinite(points[i, 2]):
-        point_voxel[i] = -1
-        return 0
-    point_voxel[i] = -2
-    return 1
+    """Mark a point outside the grid in ``point_voxel`` (when not empty): -1, or -2 when not
+    finite (returned as 1)."""
+    finite = np.isfinite(points[i, 0]) and np.isfinite(points[i, 1]) and np.isfinite(points[i, 2])
+    if point_voxel.shape[0] > 0:
+        point_voxel[i] = -1 if finite else -2
+    return 0 if finite else 1
 
 
 @njit(cache=True, inline="always")
@@ -1083,13 +1083,15 @@ def _voxel_count_pass(
     compiler sees one tight loop."""
     outside = 0
     bad = 0
+    with_pv = point_voxel.shape[0] > 0
     for i in range(start, stop):
         fx = (float(points[i, 0]) - lo_x) * inv_voxel
         fy = (float(points[i, 1]) - lo_y) * inv_voxel
         fz = (float(points[i, 2]) - lo_z) * inv_voxel
         if fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny and fz >= 0.0 and fz < nz:
             v = (int(fx) * ny + int(fy)) * nz + int(fz)
-            point_voxel[i] = v
+            if with_pv:
+                point_voxel[i] = v
             grid[v] += 1
         else:
             outside += 1
@@ -1112,13 +1114,15 @@ def _voxel_rows_pass(
     n_r = 0
     outside = 0
     bad = 0
+    with_pv = point_voxel.shape[0] > 0
     for i in range(start, stop):
         fx = (float(points[i, 0]) - lo_x) * inv_voxel
         fy = (float(points[i, 1]) - lo_y) * inv_voxel
         fz = (float(points[i, 2]) - lo_z) * inv_voxel
         if fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny and fz >= 0.0 and fz < nz:
             v = (int(fx) * ny + int(fy)) * nz + int(fz)
-            point_voxel[i] = v
+            if with_pv:
+                point_voxel[i] = v
             r = grid[v] - 1
             if r < 0:  # the first point here in v: a new, zeroed row
                 r = first_row + n_r
@@ -1154,7 +1158,7 @@ def voxelize_kernel(
     ``points`` (N, 3); ``scratch`` (T, nx, ny, nz) int32 (any content; chunk c >= 1 uses
     ``scratch[c]``, chunk 0 works in ``counts``, so ``scratch[0]`` is never touched and its
     pages never mapped); ``counts`` (nx, ny, nz) int32 out; ``point_voxel`` (N,) int32 out: the linear voxel index of each point, -1
-    outside the grid, -2 not finite.
+    outside the grid, -2 not finite (an empty array: not computed).
 
     Labels: ``labels`` (N,) uint8 class ids in [0, C) with C = ``tie_rank.shape[0]`` (any
     other value counts as a label outside [0, C)), or an empty array for no semantics.
@@ -1180,7 +1184,7 @@ def voxelize_kernel(
     n = points.shape[0]
     nx, ny, nz = counts.shape
     n_chunks = scratch.shape[0]
-    if point_voxel.shape[0] != n or scratch.shape[1:] != counts.shape or n_chunks < 1:
+    if point_voxel.shape[0] not in (0, n) or scratch.shape[1:] != counts.shape or n_chunks < 1:
         raise ValueError("voxelize_kernel: output shapes do not match the input")
     if n > 2147483647:
         raise ValueError("voxelize_kernel: more than 2**31 - 1 points")
@@ -1317,6 +1321,7 @@ def _dense_slab_pass(
     Returns (inside, non-finite, spills; spills > len(spill) means the list was too short)."""
     fx0 = float(x0)
     fx1 = float(x1)
+    with_pv = point_voxel.shape[0] > 0
     inside = 0
     bad = 0
     n_sp = 0
@@ -1327,7 +1332,8 @@ def _dense_slab_pass(
             fz = (float(points[i, 2]) - lo_z) * inv_voxel
             if fy >= 0.0 and fy < ny and fz >= 0.0 and fz < nz:
                 v = (int(fx) * ny + int(fy)) * nz + int(fz)
-                point_voxel[i] = v
+                if with_pv:
+                    point_voxel[i] = v
                 inside += 1
                 j = v * DENSE_VOXEL_BYTES + min(int(labels[i]), n_classes)
                 c = np.uint8(counters[j] + np.uint8(1))
@@ -1429,7 +1435,7 @@ def voxelize_dense_kernel(
         n_classes >= DENSE_VOXEL_BYTES
         or n_slabs < 1
         or labels.shape[0] != n
-        or point_voxel.shape[0] != n
+        or point_voxel.shape[0] not in (0, n)
         or semantics.shape != counts.shape
         or counters.shape[0] != n_cells * DENSE_VOXEL_BYTES
         or spill.shape[0] != n_slabs

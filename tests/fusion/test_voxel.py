@@ -225,7 +225,7 @@ def test_voxelize_matches_reference(dtype: type, label_dtype: type) -> None:
     pts = pts.astype(dtype)
     labels = rng.integers(0, 17, n).astype(label_dtype)
     labels[:500] = rng.integers(0, 3, 500)
-    out = voxelize(pts, spec, labels)
+    out = voxelize(pts, spec, labels, point_voxel=True)
     counts, sem = ref_voxelize(pts, labels, spec, 17, list(range(17)))
     np.testing.assert_array_equal(out.counts, counts)
     np.testing.assert_array_equal(out.semantics, sem)
@@ -311,9 +311,9 @@ def test_voxelize_independent_of_chunks(chunks: int, monkeypatch: pytest.MonkeyP
     rng = np.random.default_rng(5)
     pts = rng.uniform(SMALL.lo - 0.5, SMALL.hi + 0.5, (4000, 3))
     labels = rng.integers(0, 4, 4000)
-    base = voxelize(pts, SMALL, labels, num_classes=4)
+    base = voxelize(pts, SMALL, labels, num_classes=4, point_voxel=True)
     monkeypatch.setattr(V, "_n_chunks", lambda n, b: chunks)
-    out = voxelize(pts, SMALL, labels, num_classes=4)
+    out = voxelize(pts, SMALL, labels, num_classes=4, point_voxel=True)
     np.testing.assert_array_equal(out.counts, base.counts)
     np.testing.assert_array_equal(out.semantics, base.semantics)
     np.testing.assert_array_equal(out.point_voxel, base.point_voxel)
@@ -343,14 +343,18 @@ def test_voxelize_dense_and_compact_counters_match_reference(
     pts, labels = _clumped_cloud(n_classes)
     counts, sem = ref_voxelize(pts, labels, SMALL, n_classes, list(range(n_classes)))
     assert counts.max() > 1500
-    dense = voxelize(pts, SMALL, labels, num_classes=n_classes)
+    dense = voxelize(pts, SMALL, labels, num_classes=n_classes, point_voxel=True)
     monkeypatch.setattr(V, "_DENSE_MAX_BYTES", 0)
-    compact = voxelize(pts, SMALL, labels, num_classes=n_classes)
+    compact = voxelize(pts, SMALL, labels, num_classes=n_classes, point_voxel=True)
     for out in (dense, compact):
         np.testing.assert_array_equal(out.counts, counts)
         np.testing.assert_array_equal(out.semantics, sem)
         assert (out.n_inside, out.n_nonfinite) == (int(counts.sum()), 3)
     np.testing.assert_array_equal(dense.point_voxel, compact.point_voxel)
+    lean = voxelize(pts, SMALL, labels, num_classes=n_classes)  # compact, no point_voxel
+    assert lean.point_voxel is None
+    np.testing.assert_array_equal(lean.counts, dense.counts)
+    np.testing.assert_array_equal(lean.semantics, dense.semantics)
 
 
 @pytest.mark.parametrize("cuts", [[], [2], [0, 3], [3, 3, 5], [1, 2, 3, 4, 5, 6, 7]])
@@ -436,7 +440,7 @@ def test_voxelize_hostile_inputs(pts: F64, f32: bool, seed: int) -> None:
     with np.errstate(over="ignore"):
         p = pts.astype(np.float32) if f32 else pts
     labels = np.random.default_rng(seed).integers(0, 5, len(p))
-    out = voxelize(p, SMALL, labels, num_classes=5)
+    out = voxelize(p, SMALL, labels, num_classes=5, point_voxel=True)
     idx = SMALL.index_of(p)
     inside = idx[:, 0] >= 0
     finite = np.isfinite(p.astype(np.float64)).all(axis=1)
