@@ -32,6 +32,10 @@ earlier sweeps (``NuScenesLog.aggregate_sweeps``; ~22k points a sweep).
   19 ms against 44 ms (the single parallel region does not wait on a merge). In this harness:
   counts 4.3 ms (29.9×), with the majority class 9.0 ms (9.8×, Open3D 88 ms that run). Still
   short of 15×: the 15 MB counter block is beyond the 1 MB L2, so the increments wait on L3.
+  Then ``point_voxel`` became opt-in (a fresh 4 MB a call that nothing in the pipeline reads):
+  in one process, best of 30, the VM slower that hour (counts 3.8-4.0 ms): majority class
+  5.6-5.9 ms, 10.2-10.6× Open3D (59-60 ms); 5.9 ms with ``point_voxel=True``. This harness,
+  three runs: 5.4-7.2× (Open3D 49-60 ms, ours 6.8-9.3 ms).
 * Ray casting, ~220k rays (10 sweeps, each from its own sensor origin): ``cast_rays`` (one call,
   per-point origins) against pyoctomap ``OcTree(0.4).insertPointCloud`` once per sweep with the
   sweep's origin, its update box limited to the grid (``useBBXLimit``, its fastest set-up here).
