@@ -59,6 +59,7 @@ from avfusion.fusion.kernels import (
     RAY_MISSED,
     RAY_PASSED,
     camera_visibility_kernel,
+    count_points_kernel,
     points_in_boxes_kernel,
     raycast_kernel,
     voxel_slab_bounds,
@@ -97,21 +98,37 @@ OCC3D_FREE_LABEL = 17
 _SCRATCH_BYTES = 512 * 1024 * 1024
 #: Most voxels a grid may have (linear indices are int32).
 _MAX_VOXELS = 2**31 - 1
-#: Largest dense class-counter block (``voxelize_dense_kernel``: 24 bytes a voxel) kept per
-#: calling thread for reuse: 2.8M voxels (the Occ3D grid is 640k: 15 MB). Faulting in a fresh
-#: block on every call would cost more than the dense method saves; larger grids and more than
-#: 23 classes use the compact histogram instead.
+#: Largest dense class-counter block (``voxelize_dense_kernel``: 24 counter bytes and one flag
+#: byte a voxel) kept per calling thread for reuse: 2.7M voxels (the Occ3D grid is 640k: 16 MB).
+#: Faulting in and zeroing a fresh block on every call would cost more than the dense method
+#: saves; larger grids and more than 23 classes use the compact histogram instead.
 _DENSE_MAX_BYTES = 64 * 1024 * 1024
 _DENSE_SCRATCH = threading.local()
 
 
-def _dense_counters(n_bytes: int) -> npt.NDArray[np.uint8]:
-    """This thread's reusable counter block of ``n_bytes`` (contents undefined)."""
+def _dense_counters(n_voxels: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """This thread's reusable (counters, touched flags) for ``n_voxels`` voxels: all zeros, as
+    ``voxelize_dense_kernel`` needs them and leaves them (it zeroes what it reads)."""
+    n_bytes = n_voxels * (DENSE_VOXEL_BYTES + 1)
     block: npt.NDArray[np.uint8] | None = getattr(_DENSE_SCRATCH, "block", None)
     if block is None or block.shape[0] != n_bytes:
-        block = np.empty(n_bytes, dtype=np.uint8)
+        block = np.zeros(n_bytes, dtype=np.uint8)
         _DENSE_SCRATCH.block = block
-    return block
+    split = n_voxels * DENSE_VOXEL_BYTES
+    return block[:split], block[split:]
+
+
+def _voxel_index_scratch(n_points: int) -> npt.NDArray[np.int32]:
+    """An (n_points,) int32 array for each point's voxel when the caller did not ask for them:
+    this thread's reusable one up to ``_DENSE_MAX_BYTES`` (a fresh 4 MB per 1M points would
+    cost ~0.4 ms of page faults a call), else a new one."""
+    if 4 * n_points > _DENSE_MAX_BYTES:
+        return np.empty(n_points, dtype=np.int32)
+    block: npt.NDArray[np.int32] | None = getattr(_DENSE_SCRATCH, "voxel_of", None)
+    if block is None or block.shape[0] < n_points:
+        block = np.empty(max(n_points, 1 << 16), dtype=np.int32)
+        _DENSE_SCRATCH.voxel_of = block
+    return block[:n_points]
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +331,6 @@ def _tie_rank(
 def _voxelize_compact(
     pts: npt.NDArray[np.floating[Any]],
     lab: npt.NDArray[np.uint8],
-    with_labels: bool,
     spec: GridSpec,
     rank: npt.NDArray[np.int64],
     empty: int,
@@ -322,29 +338,20 @@ def _voxelize_compact(
     point_voxel: npt.NDArray[np.int32],
     semantics: npt.NDArray[np.uint8],
 ) -> tuple[int, int, int]:
-    """``voxelize_kernel``: counts only, or labels with more than 23 classes or grids too large
-    for the dense counters. Returns (inside, non-finite, labels outside [0, C))."""
+    """``voxelize_kernel``: labels with more than 23 classes, or grids too large for the dense
+    counters. Returns (inside, non-finite, labels outside [0, C))."""
     n = pts.shape[0]
     chunks = _n_chunks(n, spec.n_voxels * 4)
     scratch = np.empty((chunks, *spec.shape), dtype=np.int32)
     # compact per-chunk histograms: a row per voxel a chunk meets (at most its points, at most
     # the grid) of C + 2 int32 (classes, labels out of range, the voxel); only rows in use are
     # ever touched, so the pages of the rest are never mapped
-    rows = min(-(-n // chunks), spec.n_voxels) if with_labels else 0
-    hist = np.empty((chunks if with_labels else 0, rows, rank.shape[0] + 2), dtype=np.int32)
+    rows = min(-(-n // chunks), spec.n_voxels)
+    hist = np.empty((chunks, rows, rank.shape[0] + 2), dtype=np.int32)
     n_in, n_nan, n_bad = voxelize_kernel(
-        pts,
-        lab if with_labels else lab[:0],
-        spec.lo,
-        spec.inv_voxel,
-        rank,
-        empty,
-        scratch,
-        counts,
-        point_voxel,
-        semantics,
+        pts, lab, spec.lo, spec.inv_voxel, rank, empty, scratch, counts, point_voxel, semantics,
         hist,
-    )
+    )  # fmt: skip
     return int(n_in), int(n_nan), int(n_bad)
 
 
@@ -420,30 +427,40 @@ def voxelize(
     counts = np.empty(shape, dtype=np.int32)
     per_point = np.empty(n if point_voxel else 0, dtype=np.int32)
     semantics = np.empty(shape if with_labels else (0, 0, 0), dtype=np.uint8)
-    dense_bytes = spec.n_voxels * DENSE_VOXEL_BYTES
-    if with_labels and num_classes < DENSE_VOXEL_BYTES and dense_bytes <= _DENSE_MAX_BYTES:
+    dense = num_classes < DENSE_VOXEL_BYTES and spec.n_voxels * (DENSE_VOXEL_BYTES + 1) <= (
+        _DENSE_MAX_BYTES
+    )
+    if with_labels and not dense:
+        n_in, n_nan, n_bad = _voxelize_compact(
+            pts, lab, spec, rank, int(empty), counts, per_point, semantics
+        )
+    else:
+        # each point's voxel (kept when asked for), then counts per x-slab, a slab per thread
         slabs = max(1, min(numba.get_num_threads(), n // 100_000, shape[0]))
         bounds = voxel_slab_bounds(pts, float(spec.lo[0]), spec.inv_voxel, shape[0], slabs)
-        n_in, n_nan, n_bad = voxelize_dense_kernel(
-            pts,
-            lab,
-            spec.lo,
-            spec.inv_voxel,
-            rank,
-            int(empty),
-            bounds,
-            _dense_counters(dense_bytes),
-            np.empty((slabs, n // 256 + 1), dtype=np.int64),
-            counts,
-            per_point,
-            semantics,
-        )
+        voxel_of = per_point if point_voxel else _voxel_index_scratch(n)
+        if with_labels:
+            n_in, n_nan, n_bad = voxelize_dense_kernel(
+                pts,
+                lab,
+                spec.lo,
+                spec.inv_voxel,
+                rank,
+                int(empty),
+                bounds,
+                *_dense_counters(spec.n_voxels),
+                np.empty((slabs, n // 256 + 1), dtype=np.int64),
+                counts,
+                voxel_of,
+                semantics,
+            )
+        else:
+            n_in, n_nan = count_points_kernel(
+                pts, spec.lo, spec.inv_voxel, bounds, counts, voxel_of
+            )
+            n_bad = 0
         if n_in < 0:  # pragma: no cover - the arrays above always fit
             raise AVFusionError(f"{what}: voxelisation kernel refused its arrays")
-    else:
-        n_in, n_nan, n_bad = _voxelize_compact(
-            pts, lab, with_labels, spec, rank, int(empty), counts, per_point, semantics
-        )
     if n_bad and unlabelled is not None:
         # labels outside [0, C) are allowed when they are ``unlabelled``: a quick look at all
         # labels first, the exact one (points inside the grid only) when that finds others

@@ -367,16 +367,19 @@ def test_dense_kernel_independent_of_slabs_and_refuses_bad_arrays(cuts: list[int
     lab = labels.astype(np.uint8)
     nx = SMALL.shape[0]
     bounds = np.array([0, *cuts, nx], dtype=np.int64)
-    counters = np.full(SMALL.n_voxels * DENSE_VOXEL_BYTES, 7, np.uint8)  # any content
+    counters = np.zeros(SMALL.n_voxels * DENSE_VOXEL_BYTES, np.uint8)  # zeros, as required
+    touched = np.zeros(SMALL.n_voxels, np.uint8)
 
     def run(spill_len: int, b: npt.NDArray[np.int64]) -> tuple[Any, ...]:
         counts = np.full(SMALL.shape, -9, np.int32)
         pv = np.full(len(pts), -9, np.int32)
         sem = np.full(SMALL.shape, 99, np.uint8)
         status = voxelize_dense_kernel(
-            pts, lab, SMALL.lo, SMALL.inv_voxel, np.arange(5), 5, b, counters,
+            pts, lab, SMALL.lo, SMALL.inv_voxel, np.arange(5), 5, b, counters, touched,
             np.empty((len(b) - 1, spill_len), np.int64), counts, pv, sem,
         )  # fmt: skip
+        # the scratch is left all zeros for the next call (no clearing pass needed)
+        assert not counters.any() and not touched.any()
         return status, counts, pv, sem
 
     status, counts, pv, sem = run(len(pts) // 256 + 1, bounds)

@@ -19,7 +19,12 @@ Two checks, each returning a :class:`~.findings.CheckResult` with one item per b
       ``expected >= min_expected_sparse`` and most unoccluded rays seeing through.
     * **Fit** (boxes with at least ``min_fit_points`` object returns): the object's returns are
       the points within the box enlarged by ``shell_m`` horizontally, above the ground band
-      (``ground_band_m`` over the box bottom) and inside no other box. Per horizontal face the
+      (``ground_band_m`` over the box bottom) and inside no other box (a return in the shells
+      of two boxes goes to the nearer one). A box whose bottom lies more than
+      ``sunk_tolerance_m`` below the road measured around it (a low quantile of the ground
+      returns in a ``ground_ring_m`` ring beyond the shell, never above the returns inside the
+      footprint) reaches into the road: its ground band starts at the measured ground
+      (``ground_m``). Per horizontal face the
       signed discrepancy ``e`` (object extreme minus face, outward positive) is measured on the
       faces whose position the sweep actually pins: a face seen head-on (its normal toward the
       sensor) pins its own axis exactly; a face seen side-on pins the two ends of the
@@ -27,7 +32,11 @@ Two checks, each returning a :class:`~.findings.CheckResult` with one item per b
       A face nobody sees gives no figure (occlusion by the object itself): LiDAR sees only the
       near faces. Three hypotheses are fitted by least squares to the pinned ``e``: a uniform
       scale error ``k`` (``e = k·size/2`` on every end), a centre offset ``(dx, dy)``
-      (``e = ±d`` on opposite ends), and the clean box (``e = 0``). The better of scale/offset
+      (``e = ±d`` on opposite ends), and the clean box (``e = 0``). A few returns (fewer than
+      ``min_face_support``) beyond the face and a gap, in front of a supported face, are not the
+      end. With only two perpendicular faces seen head-on the offset fits any figures exactly;
+      there the scale model is kept within ``face_margin_m`` (natural face margins) instead of
+      ``fit_noise_m``. The better of scale/offset
       must explain the figures clearly better than the clean box (RMS residual below
       ``explain_ratio`` of the clean RMS) and exceed the magnitude thresholds:
       ``|k| >= size_ratio`` → ``box_undersized`` (k > 0) / ``box_oversized`` (k < 0);
@@ -55,7 +64,7 @@ import logging
 import math
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,6 +110,11 @@ class LidarCheckOptions:
     shell_m: float = 0.7
     ground_band_m: float = 0.3
     other_box_margin_m: float = 0.1
+    ground_ring_m: float = 1.5
+    ground_cell_m: float = 2.0
+    min_ground_points: int = 20
+    ground_quantile: float = 0.1
+    sunk_tolerance_m: float = 0.2
     min_fit_points: int = 25
     min_pinned_ends: int = 2
     face_support_m: float = 0.1
@@ -117,6 +131,7 @@ class LidarCheckOptions:
     offset_m: float = 0.25
     explain_ratio: float = 0.5
     fit_noise_m: float = 0.04
+    face_margin_m: float = 0.08
     min_discrepancy_m: float = 0.1
     sparse_ratio: float = 0.15
     min_expected_empty: int = 10
@@ -409,6 +424,10 @@ class BoxLidarMeasure:
     rms_scale_m: F64
     rms_offset_m: F64
     distance_m: F64
+    #: (B,) height of the locally measured ground over the box bottom (m; NaN where too few
+    #: ground returns around the footprint); above ``sunk_tolerance_m`` the box reaches below
+    #: the road and its ground band starts at the measured ground
+    ground_m: F64 = field(default_factory=lambda: np.zeros(0))
 
 
 def _ray_box(origin: F64, dirs: F64, rot: F64, center: F64, half: F64) -> tuple[F64, F64]:
@@ -578,6 +597,13 @@ def measure_boxes(
     reach = np.linalg.norm(half_all[:, :2], axis=1) + opts.shell_m + 0.5
     # each box's neighbourhood from a 2D tree of the sweep
     tree = cKDTree(pts[:, :2]) if pts.shape[0] else None
+    ground_pts = (
+        segment_ground(pts, opts.ground_cell_m, opts.ground_band_m)
+        if pts.shape[0]
+        else np.zeros(0, bool)
+    )
+    ground = np.full(n_boxes, np.nan)
+    reach = reach + opts.ground_ring_m
     for b in range(n_boxes):
         rot, c, half = rots[b], boxes_ego.center[b], half_all[b]
         near = (
@@ -590,6 +616,16 @@ def measure_boxes(
         loc = (p - c) @ rot
         inside = np.all(np.abs(loc) <= half, axis=1)
         band = min(opts.ground_band_m, 0.4 * 2 * half[2])
+        close = np.hypot(*(boxes_ego.center[:, :2] - c[:2]).T) <= reach[b] + reach
+        close[b] = False
+        ground[b] = _ground_height(
+            loc, pts[near], ground_pts[near], boxes_ego.center[close], rots[close],
+            half_all[close], half, opts,
+        )  # fmt: skip
+        if ground[b] > opts.sunk_tolerance_m:
+            # the box reaches below the road around it (a box grown in height): its ground
+            # band starts at the measured ground, or road and kerb returns join the object
+            band += float(ground[b])
         # object returns inside: above the ground band (a box standing on the road holds road
         # returns on its bottom face)
         n_inside[b] = int(np.count_nonzero(inside & (loc[:, 2] >= -half[2] + band)))
@@ -606,11 +642,15 @@ def measure_boxes(
             others = np.delete(np.arange(n_boxes), b)
             cand = near[obj]
             in_other = np.zeros(cand.size, bool)
+            # a return in the shells of two boxes belongs to the nearer box (horizontally)
+            own_d = np.hypot(*np.maximum(np.abs(loc[obj][:, :2]) - half[:2], 0.0).T)
             for o in others:
-                if np.hypot(*(boxes_ego.center[o, :2] - c[:2])) > reach[b] + reach[o]:
+                if not close[o]:
                     continue
                 lo = (pts[cand] - boxes_ego.center[o]) @ rots[o]
                 in_other |= np.all(np.abs(lo) <= half_all[o] + opts.other_box_margin_m, axis=1)
+                other_d = np.hypot(*np.maximum(np.abs(lo[:, :2]) - half_all[o, :2], 0.0).T)
+                in_other |= (other_d < own_d) & (np.abs(lo[:, 2]) <= half_all[o, 2])
             keep = np.nonzero(obj)[0][~in_other]
             obj = np.zeros_like(obj)
             obj[keep] = True
@@ -632,8 +672,59 @@ def measure_boxes(
         if fit is not None:
             k[b], off[b, 0], off[b, 1], rms0[b], rms_k[b], rms_d[b] = fit
     return BoxLidarMeasure(
-        n_inside, n_object, expected, occl, through, ends, weights, k, off, rms0, rms_k, rms_d, dist
+        n_inside,
+        n_object,
+        expected,
+        occl,
+        through,
+        ends,
+        weights,
+        k,
+        off,
+        rms0,
+        rms_k,
+        rms_d,
+        dist,
+        ground,
     )
+
+
+def _ground_height(
+    loc: F64,
+    pts: F64,
+    is_ground: npt.NDArray[np.bool_],
+    other_centers: F64,
+    other_rots: F64,
+    other_halves: F64,
+    half: F64,
+    opts: LidarCheckOptions,
+) -> float:
+    """Height of the road around a box over its bottom face (m): a low quantile of the ground
+    returns (:func:`segment_ground`) within ``ground_ring_m`` of its footprint and in none of
+    the other boxes near it (``other_*``: centres, rotations, half sizes); NaN with fewer than
+    ``min_ground_points`` of them. ``loc``: the returns ``pts`` around the box in its frame."""
+    d = np.hypot(
+        np.maximum(np.abs(loc[:, 0]) - half[0], 0.0), np.maximum(np.abs(loc[:, 1]) - half[1], 0.0)
+    )
+    # (beyond the shell: the object's own lowest returns lie in it, more so when the box is off)
+    ring = is_ground & (d > opts.shell_m) & (d <= opts.shell_m + opts.ground_ring_m)
+    if np.count_nonzero(ring) < opts.min_ground_points:
+        return math.nan
+    for o in range(other_centers.shape[0]):
+        if not ring.any():
+            break
+        lo = (pts[ring] - other_centers[o]) @ other_rots[o]
+        inside = np.all(np.abs(lo) <= other_halves[o] + opts.other_box_margin_m, axis=1)
+        ring[np.nonzero(ring)[0][inside]] = False
+    if np.count_nonzero(ring) < opts.min_ground_points:
+        return math.nan
+    g = float(np.quantile(loc[ring, 2], opts.ground_quantile))
+    # the road is never above what the sensor sees inside the footprint (next to the ego the
+    # ground cells around a box hold only object returns)
+    foot = np.sort(loc[(np.abs(loc[:, 0]) <= half[0]) & (np.abs(loc[:, 1]) <= half[1]), 2])
+    if foot.size < 2 or g > foot[1] + opts.sunk_tolerance_m:
+        return math.nan
+    return g + float(half[2])
 
 
 def _end_errors(
@@ -668,6 +759,19 @@ def _end_errors(
         )[0]
         if gaps.size:
             vals = vals[: mid + int(gaps[0]) + 1]
+        # fewer returns than a face needs, beyond the face and a gap (a post or a person just
+        # outside the box), in front of a supported face: not the object's end
+        while vals.size > 2 * opts.min_face_support:
+            wide = np.nonzero(np.diff(vals[-opts.min_face_support :]) > gap)[0]
+            if not wide.size:
+                break
+            cut = vals[: vals.size - opts.min_face_support + int(wide[0]) + 1]
+            if vals[cut.size] <= face[i] + opts.min_discrepancy_m:
+                break
+            top = cut[-min(max(2, math.ceil(opts.extreme_quantile * cut.size)), cut.size)]
+            if np.count_nonzero(cut >= top - opts.face_support_m) < opts.min_face_support:
+                break
+            vals = cut
         # the k-th largest (k = 0.5 % of the returns, at least 2): a few stray returns never
         # decide an extreme
         rank = max(2, math.ceil(opts.extreme_quantile * vals.size))
@@ -693,6 +797,13 @@ def _end_errors(
             # pinned through the perpendicular face, up to the azimuth sampling
             out[i], weights[i] = e[i] + 0.5 * sampling, opts.side_pinned_weight
     return out, weights
+
+
+def _two_near_faces(e: F64, w: F64) -> bool:
+    """Whether the pinned ends are exactly two perpendicular faces seen head-on (one end per
+    axis, full weight): the offset model then fits any figures exactly."""
+    pinned = np.isfinite(e) & (w > 0)
+    return bool(pinned.sum() == 2 and pinned[:2].sum() == 1 and np.all(w[pinned] >= 1.0))
 
 
 def _fit_hypotheses(
@@ -965,7 +1076,12 @@ def check_box_lidar(
             ):
                 # the one-parameter scale model wins whenever it explains the ends (to the fit
                 # noise); the two-parameter offset model only when the scale model cannot
-                scale_ok = rk <= max(opts.fit_noise_m, min(rd, opts.explain_ratio * r0))
+                # With only two perpendicular near faces seen head-on (one pinned end per axis)
+                # the offset model fits any figures exactly: there the scale model is kept when
+                # its residual is within the natural margins of a face (mirrors, bumpers, slack)
+                two_faces = _two_near_faces(m.end_error_m[b], m.end_weight[b])
+                noise = opts.face_margin_m if two_faces else opts.fit_noise_m
+                scale_ok = rk <= max(noise, min(rd, opts.explain_ratio * r0))
                 if scale_ok and abs(k) >= opts.size_ratio:
                     kind = "box_undersized" if k > 0 else "box_oversized"
                     findings.append(

@@ -352,3 +352,77 @@ def test_default_log_injected_errors_found(sample_log: Any) -> None:
     for kind, hits in found.items():
         assert hits or kind == "grow", f"no judgeable injected {kind} error in the default log"
         assert not hits or sum(hits) / len(hits) >= 0.9, f"{kind}: found {sum(hits)} of {len(hits)}"
+
+
+# -- fit rules for real sweeps (issue 9) ------------------------------------------------------
+
+TRUCK_C = np.array([16.0, 5.0, 1.8])
+TRUCK_SIZE = np.array([10.0, 2.9, 3.6])
+
+
+@pytest.fixture(scope="module")
+def truck_log() -> _FakeLog:
+    # a truck along x with a 0.15 m high kerb in its shell, 0.3 m beside its near side
+    kerb = (np.array([16.0, 5.0 - 1.45 - 0.45, 0.075]), np.array([12.0, 0.3, 0.15]), 0.0)
+    pts, ring = _cast([(TRUCK_C, TRUCK_SIZE, 0.0), kerb])
+    return _FakeLog(pts, ring)
+
+
+def _truck_labels(size: np.ndarray) -> LabelSet:
+    boxes = Boxes3D(
+        TRUCK_C[None], size[None], _yaw_q(0.0)[None], ["vehicle.truck"], ["t"], "world",
+        None, ["truck-ann"],
+    )  # fmt: skip
+    return LabelSet({"s0": boxes})
+
+
+def test_sunk_box_uses_measured_ground(truck_log: _FakeLog) -> None:
+    """A box grown by 15 % reaches 0.27 m below the road: the ground measured around it says
+    so, its ground band starts at that ground (the kerb in its shell stays out of the object)
+    and the fit finds it oversized; the clean box stands on the ground and has no finding."""
+    scene = make_scene(truck_log.points, truck_log.sensor.ego_from_sensor, ring=truck_log.ring)
+    clean = _truck_labels(TRUCK_SIZE)
+    grown = _truck_labels(TRUCK_SIZE * 1.15)
+    m0 = measure_boxes(scene, clean.boxes3d["s0"].transformed(Transform.identity(), "ego"))
+    m1 = measure_boxes(scene, grown.boxes3d["s0"].transformed(Transform.identity(), "ego"))
+    assert float(m0.ground_m[0]) == pytest.approx(0.0, abs=0.03)
+    assert float(m1.ground_m[0]) == pytest.approx(0.15 * 3.6 / 2, abs=0.03)
+    assert _kinds(truck_log, clean) == []
+    assert _kinds(truck_log, grown) == ["box_oversized"]
+    # without the rule (tolerance never reached) the kerb joins the object and nothing is found
+    opts = LidarCheckOptions(class_end_prior=(), sunk_tolerance_m=10.0)
+    kinds = [f.kind for f in check_box_lidar(truck_log, grown, "s0", options=opts).findings]
+    assert "box_oversized" not in kinds
+
+
+def test_stray_returns_beyond_the_face_are_not_the_end(scene_log: _FakeLog) -> None:
+    """Three returns 0.6 m beyond a dense face (a post just outside the box) do not make the
+    end: it is pinned at the face (without the rule it would pin nothing, too little support)."""
+    from avfusion.fusion.consistency.lidar import _end_errors
+
+    scene = make_scene(scene_log.points, scene_log.sensor.ego_from_sensor, ring=scene_log.ring)
+    half = np.array([2.0, 0.9, 0.85])
+    rng = np.random.default_rng(0)
+    body = np.column_stack(
+        [rng.uniform(-2.0, 1.95, 200), rng.uniform(-0.9, 0.9, 200), rng.uniform(-0.5, 0.8, 200)]
+    )
+    face = np.column_stack([np.full(20, 1.95), np.linspace(-0.9, 0.9, 20), np.zeros(20)])
+    strays = np.array([[2.6, 0.0, 0.0], [2.62, 0.1, 0.1], [2.65, 0.2, 0.2]])
+    opts = LidarCheckOptions()
+    # the sensor straight ahead of the +x face
+    c, rot = np.array([-10.0, 0.0, 0.85]), np.eye(3)
+    e, w = _end_errors(np.vstack([body, face, strays]), half, rot, c, scene, opts)
+    assert w[0] == 1.0
+    assert float(e[0]) == pytest.approx(-0.05, abs=0.02)
+
+
+def test_two_near_faces() -> None:
+    """Exactly one pinned end per axis, both seen head-on: the ambiguous case where the scale
+    model is judged against the natural face margins instead of the fit noise."""
+    from avfusion.fusion.consistency.lidar import _two_near_faces
+
+    nan = math.nan
+    assert _two_near_faces(np.array([nan, 0.28, nan, 0.02]), np.array([0, 1.0, 0, 1.0]))
+    assert not _two_near_faces(np.array([nan, 0.28, 0.02, nan]), np.array([0, 1.0, 0.25, 0]))
+    assert not _two_near_faces(np.array([0.3, 0.28, nan, nan]), np.array([1.0, 1.0, 0, 0]))
+    assert not _two_near_faces(np.array([0.3, 0.28, 0.1, nan]), np.array([1.0, 1.0, 1.0, 0]))
