@@ -17,7 +17,11 @@ Two checks, each returning a :class:`~.findings.CheckResult` with one item per b
       ``box_empty``: no return inside and ``expected >= min_expected_empty`` with most unoccluded
       rays seeing through; ``box_sparse``: returns < ``sparse_ratio`` × expected with
       ``expected >= min_expected_sparse`` and most unoccluded rays seeing through.
-    * **Fit** (boxes with at least ``min_fit_points`` object returns): the object's returns are
+    * **Fit** (boxes with at least ``min_fit_points`` object returns, or, for a box few beams
+      can reach, at least ``fit_expected_fraction`` of its expected returns and never fewer
+      than ``min_fit_floor``: a small or half-hidden object far away is well observed by
+      23 returns when the beam model expects 33; such a *sparse fit* reports only
+      ``box_offset``, see below): the object's returns are
       the points within the box enlarged by ``shell_m`` horizontally, above the ground band
       (``ground_band_m`` over the box bottom) and inside no other box (a return in the shells
       of two boxes goes to the nearer one). A box whose bottom lies more than
@@ -41,7 +45,10 @@ Two checks, each returning a :class:`~.findings.CheckResult` with one item per b
       ``explain_ratio`` of the clean RMS) and exceed the magnitude thresholds:
       ``|k| >= size_ratio`` → ``box_undersized`` (k > 0) / ``box_oversized`` (k < 0);
       offset ``>= offset_m`` → ``box_offset``. Protrusions are always evidence; margins only on
-      pinned faces.
+      pinned faces. A sparse fit (fewer than ``min_fit_points`` returns) reports no size error:
+      its extremes are as coarse as the beam sampling of a small object (a thin barrier in a
+      thicker box, a bicycle rack's open end look like a box 10-20 % too large), while a
+      centre offset of ``offset_m`` or more moves the returns well past a face.
     * **Heading**: the motion direction of the track (centre difference to the neighbouring
       keyframes of the same instance in the labels under test, else the box ``velocity``
       column) against the box's x axis: a box moving faster than ``heading_min_speed_mps``
@@ -104,7 +111,12 @@ LIDAR = "LIDAR_TOP"
 
 @dataclass(frozen=True)
 class LidarCheckOptions:
-    """Thresholds of :func:`check_box_lidar` (metres, m/s, ratios)."""
+    """Thresholds of :func:`check_box_lidar` (metres, m/s, ratios).
+
+    A box is fitted with ``min_fit_points`` object returns, or with ``fit_expected_fraction``
+    of its expected returns (the beam model) when that is fewer, never below
+    ``min_fit_floor``; fits below ``min_fit_points`` (sparse) report offsets only.
+    """
 
     lidar: str = LIDAR
     shell_m: float = 0.7
@@ -116,6 +128,8 @@ class LidarCheckOptions:
     ground_quantile: float = 0.1
     sunk_tolerance_m: float = 0.2
     min_fit_points: int = 25
+    min_fit_floor: int = 15
+    fit_expected_fraction: float = 0.5
     min_pinned_ends: int = 2
     face_support_m: float = 0.1
     extreme_quantile: float = 0.005
@@ -150,9 +164,15 @@ class LidarCheckOptions:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise AVFusionError(f"LidarCheckOptions: {name} must be > 0, got {value!r}")
-        if self.min_fit_points < 3:
+        for name in ("min_fit_points", "min_fit_floor"):
+            if getattr(self, name) < 3:
+                raise AVFusionError(
+                    f"LidarCheckOptions: {name} must be >= 3, got {getattr(self, name)}"
+                )
+        f = self.fit_expected_fraction
+        if not (math.isfinite(f) and 0 < f <= 1):
             raise AVFusionError(
-                f"LidarCheckOptions: min_fit_points must be >= 3, got {self.min_fit_points}"
+                f"LidarCheckOptions: fit_expected_fraction must be in (0, 1], got {f!r}"
             )
 
 
@@ -656,7 +676,7 @@ def measure_boxes(
             obj[keep] = True
         q = loc[obj]
         n_object[b] = int(q.shape[0])
-        if q.shape[0] < opts.min_fit_points:
+        if q.shape[0] < _min_fit(exp, opts):
             continue
         e, w = _end_errors(q, half, rot, c, scene, opts)
         for i in range(4):
@@ -687,6 +707,14 @@ def measure_boxes(
         dist,
         ground,
     )
+
+
+def _min_fit(expected: int, opts: LidarCheckOptions) -> int:
+    """Object returns a box needs for a fit: ``min_fit_points``, or for a box the beams
+    can hardly cover (few unoccluded beams cross it: small, far or half hidden) the fraction
+    ``fit_expected_fraction`` of its expected returns, never below ``min_fit_floor``."""
+    need = min(opts.min_fit_points, math.ceil(opts.fit_expected_fraction * expected))
+    return max(need, min(opts.min_fit_floor, opts.min_fit_points))
 
 
 def _ground_height(
@@ -1082,7 +1110,10 @@ def check_box_lidar(
                 two_faces = _two_near_faces(m.end_error_m[b], m.end_weight[b])
                 noise = opts.face_margin_m if two_faces else opts.fit_noise_m
                 scale_ok = rk <= max(noise, min(rd, opts.explain_ratio * r0))
-                if scale_ok and abs(k) >= opts.size_ratio:
+                # a sparse fit (fewer than min_fit_points returns) judges no size: its ends are
+                # as coarse as the sampling of a small object
+                sparse = n_obj < opts.min_fit_points
+                if scale_ok and abs(k) >= opts.size_ratio and not sparse:
                     kind = "box_undersized" if k > 0 else "box_oversized"
                     findings.append(
                         Finding(

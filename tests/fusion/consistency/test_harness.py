@@ -186,16 +186,13 @@ def test_synthetic_clean_rate(synthetic_table: EvaluationTable) -> None:
     assert synthetic_table.clean_rate <= 0.01
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="real keyframe (seeds 0-5): shift P 0.90 R 0.75 (9/12); shrink, grow 1.00/1.00 "
-    "(6/6), delete 1.00/1.00 (6/6), heading_flip nothing eligible (one keyframe, no "
-    "velocities). 5 boxes are eligible (>= 30 returns, <= 50 m). Shift misses: a 32-return "
-    "barrier behind another barrier has 23 object returns (< min_fit_points 25) and never gets a "
-    "fit (3 of 3 times it is shifted); its returns lie mid-box (a thin barrier in a 0.72 m box), "
-    "so a fit needs a class margin prior the single keyframe cannot give. False alarm: a barrier "
-    "right behind a shifted one still takes some of its returns (seed 1)",
-)
+# Real keyframe (seeds 0-5): shrink, grow 1.00/1.00 (6/6), shift P 0.917 R 0.917 (11/12), delete
+# 1.00/1.00 (6/6); heading_flip has nothing eligible (one keyframe, no velocities). Shift was
+# P 0.90 R 0.75 (9/12): a 32-return barrier behind another one has 23 object returns (below
+# min_fit_points 25) and got no fit; it is now fitted as a sparse fit (23 >= half of the 33
+# returns the beam model expects) that reports offsets only. Remaining: that barrier is missed
+# once (seed 5: the shifted box reaches into free space, 51 expected), and a barrier right
+# behind a shifted one takes some of its returns (seed 1, one false alarm).
 def test_real_keyframe_table(realdata: Path) -> None:
     import avfusion
 
@@ -210,7 +207,9 @@ def test_real_keyframe_table(realdata: Path) -> None:
         name="real nuScenes keyframe, seeds 0-5",
     )
     print("\n" + table.table())
-    bad = _check_table(table, LIDAR_KINDS)
+    # one keyframe: no track velocities, so no box is eligible for a heading flip
+    assert table.scores["heading_flip"].n_injected == 0
+    bad = _check_table(table, [k for k in LIDAR_KINDS if k != "heading_flip"])
     assert bad == []
 
 

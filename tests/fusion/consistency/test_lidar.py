@@ -426,3 +426,73 @@ def test_two_near_faces() -> None:
     assert not _two_near_faces(np.array([nan, 0.28, 0.02, nan]), np.array([0, 1.0, 0.25, 0]))
     assert not _two_near_faces(np.array([0.3, 0.28, nan, nan]), np.array([1.0, 1.0, 0, 0]))
     assert not _two_near_faces(np.array([0.3, 0.28, 0.1, nan]), np.array([1.0, 1.0, 1.0, 0]))
+
+
+def test_min_fit_scales_with_expected_returns() -> None:
+    """A fit needs ``min_fit_points`` returns, or half the expected returns when fewer, never
+    below ``min_fit_floor``."""
+    from avfusion.fusion.consistency.lidar import _min_fit
+
+    opts = LidarCheckOptions()
+    assert (opts.min_fit_points, opts.min_fit_floor, opts.fit_expected_fraction) == (25, 15, 0.5)
+    assert [_min_fit(n, opts) for n in (0, 25, 30, 33, 49, 51, 500)] == [15, 15, 15, 17, 25, 25, 25]
+    # the floor never exceeds min_fit_points
+    assert _min_fit(10, LidarCheckOptions(min_fit_points=10, min_fit_floor=15)) == 10
+    with pytest.raises(AVFusionError, match="fit_expected_fraction must be in"):
+        LidarCheckOptions(fit_expected_fraction=0.0)
+    with pytest.raises(AVFusionError, match="min_fit_floor must be >= 3"):
+        LidarCheckOptions(min_fit_floor=2)
+
+
+SMALL_SIZE = np.array([0.8, 1.6, 1.2])
+SMALL_YAW = 0.75
+
+
+def _small(center: np.ndarray, size: np.ndarray) -> LabelSet:
+    boxes = Boxes3D(
+        center[None], size[None], _yaw_q(SMALL_YAW)[None], ["movable_object.barrier"], ["b"],
+        "world", None, ["small"],
+    )  # fmt: skip
+    return LabelSet({"s0": boxes})
+
+
+def _small_log(dist: float) -> tuple[_FakeLog, np.ndarray]:
+    centre = np.array([dist, 2.0, 0.6])
+    pts, ring = _cast([(centre, SMALL_SIZE, SMALL_YAW)])
+    return _FakeLog(pts, ring), centre
+
+
+def test_sparse_fit_finds_offsets() -> None:
+    """A small object 22 m away has 17 object returns where the beam model expects 28: below
+    min_fit_points, but well observed; its sparse fit pins two faces, finds the clean box
+    right and a box shifted by 0.5 m off (the former rule, 25 returns, found nothing)."""
+    log, centre = _small_log(22.0)
+    scene = make_scene(log.points, log.sensor.ego_from_sensor, ring=log.ring)
+    clean = _small(centre, SMALL_SIZE)
+    m = measure_boxes(scene, clean.boxes3d["s0"].transformed(Transform.identity(), "ego"))
+    assert (int(m.n_object[0]), int(m.expected[0])) == (17, 28)
+    np.testing.assert_allclose(m.end_error_m[0, 1:3], [0.0, 0.0], atol=0.01)
+    assert _kinds(log, clean) == []
+    shifted = _small(centre + np.array([0.5 * math.cos(2.0), 0.5 * math.sin(2.0), 0.0]), SMALL_SIZE)
+    opts = LidarCheckOptions(class_end_prior=())
+    found = check_box_lidar(log, shifted, "s0", options=opts).findings
+    assert [f.kind for f in found] == ["box_offset"]
+    assert found[0].evidence["n_object"] == 17
+    assert math.hypot(found[0].evidence["offset_x_m"], found[0].evidence["offset_y_m"]) > 0.4
+    old = LidarCheckOptions(class_end_prior=(), min_fit_floor=25)
+    assert check_box_lidar(log, shifted, "s0", options=old).findings == ()
+
+
+def test_sparse_fit_reports_no_size() -> None:
+    """A box grown by 15 % around 28 returns (32 expected): with min_fit_points 25 it is a
+    full fit and found oversized; with min_fit_points 30 the same figures come from a sparse
+    fit, which judges no size."""
+    log, centre = _small_log(21.0)
+    grown = _small(centre, SMALL_SIZE * 1.15)
+    scene = make_scene(log.points, log.sensor.ego_from_sensor, ring=log.ring)
+    m = measure_boxes(scene, grown.boxes3d["s0"].transformed(Transform.identity(), "ego"))
+    assert (int(m.n_object[0]), int(m.expected[0])) == (28, 32)
+    assert float(m.scale_k[0]) == pytest.approx(1 / 1.15 - 1, abs=0.01)
+    assert _kinds(log, grown) == ["box_oversized"]
+    opts = LidarCheckOptions(class_end_prior=(), min_fit_points=30)
+    assert check_box_lidar(log, grown, "s0", options=opts).findings == ()
