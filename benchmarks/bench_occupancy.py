@@ -10,32 +10,23 @@ earlier sweeps (``NuScenesLog.aggregate_sweeps``; ~22k points a sweep).
   sweeps have no lidarseg, so each point gets the class of a 1.3 m cell (hashed), a spatially
   coherent field whose cell borders cut through voxels (mixed voxels at every border: 8.7k of
   the 23.5k occupied voxels, holding half the points). The check compares the occupied voxel
-  sets. The semantic path is one pass over the points: each chunk numbers the voxels it meets
-  and counts labels into a compact histogram (a row of 17 + 2 int32 per voxel met, ~24k rows
-  here), then a pass over the occupied voxels only (no sort, no label scatter).
-  Measured 2026-11-22 (2-core VM, quiet, best of 5): counts 2.3-3.5 ms, 14-30× Open3D (41-70
-  ms); with the majority class 5.5-7.7 ms, 5.3-12.7× depending on the load, with the previous
-  counting-sort method. The one-pass method, measured later the same day (other jobs on the
-  cores, load 0.8-2.9; Open3D itself took 44-84 ms): in one process, old and new kernels
-  interleaved, outputs preallocated, best of 30: 8.1 vs 8.0 ms on two threads, 11.5 vs 11.2 ms
-  on one: no gain; with allocation 9.1 ms (7× Open3D's best). In this harness: counts
-  4.3-4.9 ms (14.6-17.4×), with the majority class 9-27 ms (1.9-4.9×; the semantic path has
-  two parallel regions and a serial merge, and each waits for a descheduled thread). Where
-  the time goes on one thread: voxel indices 2.7 ms, counting 0.7 ms, the histogram
-  increments +1.4 ms, the rest allocating and first-touching the outputs (point_voxel 4 MB,
-  counts 2.5 MB, a 2.5 MB map per extra thread). The 15× target is not reached.
-  Later still (up to 23 classes): dense uint8 class counters, 24 bytes a voxel, reused per
-  thread; one increment per point at an address known from the point alone, the grid split
-  into x-slabs of equal point counts, one parallel region and no merge
-  (``voxelize_dense_kernel``). Quiet machine, same process, best of 30: 7.9 ms against 9.7 ms
-  for the compact histogram on two threads, 11 ms each on one; with other jobs on both cores
-  19 ms against 44 ms (the single parallel region does not wait on a merge). In this harness:
-  counts 4.3 ms (29.9×), with the majority class 9.0 ms (9.8×, Open3D 88 ms that run). Still
-  short of 15×: the 15 MB counter block is beyond the 1 MB L2, so the increments wait on L3.
-  Then ``point_voxel`` became opt-in (a fresh 4 MB a call that nothing in the pipeline reads):
-  in one process, best of 30, the VM slower that hour (counts 3.8-4.0 ms): majority class
-  5.6-5.9 ms, 10.2-10.6× Open3D (59-60 ms); 5.9 ms with ``point_voxel=True``. This harness,
-  three runs: 5.4-7.2× (Open3D 49-60 ms, ours 6.8-9.3 ms).
+  sets.
+  Earlier methods, for the record (2-core VM, best of N; the VM's speed swings by up to 2×
+  from hour to hour): a counting sort, then one pass into compact per-chunk histograms
+  (5.3-12.7× Open3D), then dense uint8 class counters in x-slabs where every thread computed
+  the voxel of every point in scalar code (10.2-10.6× in one process, 5-11× here; 2.5 ms of
+  its 4.7 ms went on voxel indices, the (N, 3) layout keeping that loop scalar).
+  Now (``voxelize_dense_kernel``, ``count_points_kernel``): each point's voxel first, a chunk
+  of points per thread, in blocks whose flat coordinates the compiler vectorises (1.9 ms per
+  1M points on one thread); then per x-slab the class counters of its voxels, kept all zeros
+  between calls (the finish zeroes what it reads and finds the occupied voxels through a flag
+  byte each, gathering their counters in one loop so the cache misses overlap). Measured
+  2026-11-22, quiet machine: in one process, best of 15-30, counts 2.1-2.4 ms, with the
+  majority class 3.1 ms against Open3D's 51-56 ms (16.7-17.8×). This harness, four runs:
+  counts 18.2-29.4×, with the majority class 15.4-19.1× (Open3D 64-81 ms). Run after the
+  ground-truth case in one process (``-k occupancy``, where Open3D has already built a voxel
+  grid), Open3D takes only 40-42 ms and the majority row measured 12.4×: 15× holds against
+  Open3D in a fresh process, not against a warmed-up one.
 * Ray casting, ~220k rays (10 sweeps, each from its own sensor origin): ``cast_rays`` (one call,
   per-point origins) against pyoctomap ``OcTree(0.4).insertPointCloud`` once per sweep with the
   sweep's origin, its update box limited to the grid (``useBBXLimit``, its fastest set-up here).
