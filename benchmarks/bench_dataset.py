@@ -12,13 +12,13 @@ content statistics; only the decoding cost matters for the rear ones).
 
 avfusion: ``FusionDataset(SixCameraLog, sweeps=10, outputs=[points, images, calib, depth,
 boxes], points_frame="LIDAR_TOP", occlusion=SAME_DEPTH)``: the reader's msgspec tables,
-``aggregate_sweeps`` (one kernel pass per memory-mapped sweep), OpenCV decoding,
+``aggregate_sweeps`` (one kernel pass per memory-mapped sweep), simplejpeg (libjpeg-turbo) decoding,
 ``project_cloud_to_cameras`` (one parallel numba kernel for all cameras) and ``depth_map``. The
 depth maps are the peer's (nearest point deeper than 1 m per pixel, no occlusion test; the
 dataset's default for multi-sweep clouds also removes occluded points, a few ms more per
-sample). Row 1 decodes the images in line (the default); row 2 decodes them on two background
-threads while the cloud is aggregated and projected (``decode_threads=2``), so avfusion uses a
-second core the peer does not use.
+sample). Row 1 decodes the images in line (the default) with numba's kernels on one thread;
+row 2 decodes them on two background threads while the cloud is aggregated and projected
+(``decode_threads=2``), so avfusion uses a second core the peer does not use.
 
 Peer: the nuscenes-devkit's documented approach, its maths reimplemented in ``peers.py``: a
 ``DevkitNuScenes`` built once (like ``NuScenes(...)``), per sample ``from_file_multisweep``
@@ -34,29 +34,39 @@ times is the ratio of samples per second. The check compares the points (same co
 coordinates, time lags), images (identical), ``lidar2img``, depth maps (the same pixels and
 depths up to the devkit's float32 rounding at pixel edges) and boxes (centres, yaw, velocity).
 
-``python -m benchmarks.bench_dataset [--workers 2] [--context fork|spawn]`` runs both sides in a
-real ``torch.utils.data.DataLoader`` (persistent workers, after a warm-up epoch) and prints the
-samples per second and each worker's peak resident set (VmHWM: the interpreter, numpy, numba,
-OpenCV and torch included) and how far it rose above the worker's resident set before its first
-sample. Run it with ``OPENBLAS_NUM_THREADS=1``: otherwise every worker's numpy starts BLAS
-threads and the peer's ``np.dot`` calls slow down two- to threefold on two cores.
+``python -m benchmarks.bench_dataset [--workers 2] [--context fork|spawn] [--epochs 6]`` runs
+both sides in a real ``torch.utils.data.DataLoader`` each (persistent workers, all started up
+front, a warm-up epoch each), the two loaders taking turns epoch by epoch so that the VM's
+speed swings fall on both alike, and prints the samples per second (overall and the range over
+epochs), the ratio (and its range epoch by epoch) and each worker's peak resident set (VmHWM:
+the interpreter, numpy, numba, OpenCV and torch included) and how far it rose above the
+worker's resident set before its first sample. Run it with ``OPENBLAS_NUM_THREADS=1``:
+otherwise every worker's numpy starts BLAS threads and the peer's ``np.dot`` calls slow down
+two- to threefold on two cores.
 
-Measured on the shared 2-core development VM, 2026-11-22, after images moved to simplejpeg
-(libjpeg-turbo writing RGB rows directly: 3.1 ms per 1600×900 image against OpenCV's 7.0 ms,
-identical pixels) and Transform composition stopped re-validating products of valid
-transforms (13 samples, best of 3; another job on the second core in some runs):
+In process, row 1 runs avfusion's numba kernels on one thread (one core, like the peer) and
+row 2 with ``decode_threads=2`` on two; the dataset is made with ``reuse_memory=True``, which
+tells glibc to keep freed memory in the process, so the peer (same process) gains from it too.
+In DataLoader workers ``FusionDataset`` does that by default (``reuse_freed_memory``), the
+peer's workers keep glibc's defaults, under which a sample's fresh arrays (images 26 MB, depth
+maps 35 MB) are faulted in page by page every sample.
 
-* in one process, decoding in line: avfusion 31-41 ms per sample, peer 92-109 ms: 2.65-2.96×
-  (2.96× with the machine otherwise quiet; 2.58× before the change in the same conditions).
-  Where avfusion's time goes (profile): JPEG decoding 20 ms (six images), depth maps 4 ms
-  (half of it faulting in six fresh 5.8 MB maps), projection 3 ms, aggregation 3 ms, tables,
-  boxes and calibration 2 ms;
-* with ``decode_threads=2``: 3.4× (two cores vs the peer's one);
-* DataLoader, 2 workers, ``OPENBLAS_NUM_THREADS=1``, otherwise quiet machine: fork 2.97×
-  (avfusion 35.0 samples/s, peer 11.8; 2.71× before the change), spawn 3.16× (34.3 vs 10.8);
-  peak RSS per worker 363 MiB fork / 468 MiB spawn, of which 131-159 MiB for the samples
-  (peer: 311 / 437 MiB, 100-106 MiB for its samples; avfusion holds the six projections and
-  depth maps of a sample at once and numba's loaded kernels).
+Measured on the shared 2-core development VM, 2026-11-22 (13 samples; the VM's speed swings by
+up to 2× within seconds: the peer alone took 92-134 ms a sample):
+
+* DataLoader, 2 workers, ``OPENBLAS_NUM_THREADS=1``, 6 epochs a side taking turns: fork 3.80×,
+  4.55× and 4.58× (avfusion 46-57 samples/s, peer 10.7-12.4), spawn 4.35× and 4.69×; peak RSS
+  per worker 373 MiB forked (+169 for the samples) and 478 spawned, peer 309 and 435. With the
+  same malloc settings given to every process (``MALLOC_MMAP_THRESHOLD_=33554432
+  MALLOC_TRIM_THRESHOLD_=1073741824``, so the peer's workers keep freed memory too):
+  3.03-3.27× (peer 15-18 samples/s). Before the change, loaders one after the other: fork
+  2.47-3.12×, spawn 2.42-2.47×;
+* in one process: 3.02× on one core each (avfusion 31 ms a sample, peer 93 ms), 3.58× with
+  ``decode_threads=2``. Where avfusion's time goes on one core: JPEG decoding 20 ms (six images,
+  libjpeg-turbo through simplejpeg, 3.1-3.6 ms each against OpenCV's 7.0 ms, identical
+  pixels), projection with occlusion 4 ms, aggregation 3 ms, depth maps 1-2 ms, tables, boxes
+  and calibration 2 ms. Without the kept memory the depth maps took 7-14 ms and the decoding
+  4-5 ms more, all of it faulting in fresh pages.
 """
 
 from __future__ import annotations
@@ -282,11 +292,13 @@ SAME_DEPTH = {"occlusion": False, "min_depth_m": 1.0}
 
 def make_dataset(root: str, decode_threads: int = 0, *, for_workers: bool = False) -> FusionDataset:
     """The benchmark's ``FusionDataset`` over ``SixCameraLog(root)``. In process (the CASES)
-    numba's threading layer is left alone, so this module never changes it for the others."""
+    numba's threading layer is left alone, so this module never changes it for the others, and
+    the process keeps freed memory for reuse (``reuse_memory=True``: the peer, in the same
+    process, gains from it too); DataLoader workers do that by default."""
     return FusionDataset(
         SixCameraLog(root), sensors=("LIDAR_TOP", *CAMERAS), sweeps=N_SWEEPS, outputs=OUTPUTS,
         points_frame="LIDAR_TOP", occlusion=SAME_DEPTH, decode_threads=decode_threads,
-        fork_safe_numba=for_workers,
+        fork_safe_numba=for_workers, reuse_memory=None if for_workers else True,
     )  # fmt: skip
 
 
@@ -330,8 +342,17 @@ def _dataset_setup_threads(scale: float) -> dict[str, Any]:
 
 
 def _dataset_ours(d: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Row 1 (no decode threads) on one core like the peer: numba's kernels on one thread.
+    Row 2 (``decode_threads=2``) uses both cores."""
+    import numba
+
     ds: FusionDataset = d["dataset"]
-    return [ds[i] for i in d["indices"]]
+    threads = numba.get_num_threads()
+    numba.set_num_threads(threads if ds.decode_threads else 1)
+    try:
+        return [ds[i] for i in d["indices"]]
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _dataset_peer(d: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -466,33 +487,48 @@ def _first(batch: Any) -> Any:
     return batch
 
 
-def loader_run(
-    dataset: Any, workers: int, epochs: int, context: str
-) -> tuple[float, dict[int, tuple[int, int]]]:
-    """Samples per second over ``epochs`` after a warm-up epoch (persistent workers), and per
-    worker (peak resident set, resident set before its first sample) in KiB."""
+def loader_runs(
+    datasets: Mapping[str, Any], workers: int, epochs: int, context: str
+) -> dict[str, tuple[float, list[float], dict[int, tuple[int, int]]]]:
+    """Per dataset: samples per second over ``epochs`` epochs after a warm-up epoch, the rate
+    of each epoch, and per worker (peak resident set, resident set before its first sample) in
+    KiB. The datasets' loaders (persistent workers, all started up front) take turns epoch by
+    epoch, so a change of the machine's speed during the run (this VM's swings by up to 2× in
+    seconds) falls on both sides alike; an idle loader's workers sleep."""
     import time
 
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_first,
-                        persistent_workers=workers > 0,
-                        multiprocessing_context=context if workers > 0 else None)  # fmt: skip
-    peaks: dict[int, tuple[int, int]] = {}
+    loaders = {
+        name: DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_first,
+                         persistent_workers=workers > 0,
+                         multiprocessing_context=context if workers > 0 else None)
+        for name, ds in datasets.items()
+    }  # fmt: skip
+    peaks: dict[str, dict[int, tuple[int, int]]] = {name: {} for name in loaders}
 
-    def note(item: dict[str, int]) -> None:
-        old = peaks.get(item["pid"], (0, item["base_kib"]))
-        peaks[item["pid"]] = (max(old[0], item["hwm_kib"]), item["base_kib"])
+    def note(name: str, item: dict[str, int]) -> None:
+        old = peaks[name].get(item["pid"], (0, item["base_kib"]))
+        peaks[name][item["pid"]] = (max(old[0], item["hwm_kib"]), item["base_kib"])
 
-    for item in loader:  # warm-up: worker start, imports, numba caches, tables
-        note(item)
-    start = time.perf_counter()
-    n = 0
-    for _ in range(epochs):
+    for name, loader in loaders.items():  # warm-up: worker start, imports, numba caches, tables
         for item in loader:
-            note(item)
-            n += 1
-    return n / (time.perf_counter() - start), peaks
+            note(name, item)
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    seconds = dict.fromkeys(loaders, 0.0)
+    samples = dict.fromkeys(loaders, 0)
+    for _ in range(epochs):
+        for name, loader in loaders.items():
+            start = time.perf_counter()
+            n = 0
+            for item in loader:
+                note(name, item)
+                n += 1
+            took = time.perf_counter() - start
+            rates[name].append(n / took)
+            seconds[name] += took
+            samples[name] += n
+    return {name: (samples[name] / seconds[name], rates[name], peaks[name]) for name in loaders}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,26 +536,33 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="DataLoader samples/s and peak RSS per worker")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--context", default="fork", choices=["fork", "spawn", "forkserver"])
     args = parser.parse_args(argv)
     root = str(ensure_sample_data(SAMPLE_DATA))
-    ours, ours_peak = loader_run(OursLoaderDataset(root), args.workers, args.epochs, args.context)
-    peer, peer_peak = loader_run(PeerLoaderDataset(root), args.workers, args.epochs, args.context)
+    runs = loader_runs(
+        {"avfusion FusionDataset": OursLoaderDataset(root),
+         "devkit-style loader": PeerLoaderDataset(root)},
+        args.workers, args.epochs, args.context,
+    )  # fmt: skip
     print(
-        f"DataLoader, {args.workers} workers ({args.context}), {args.epochs} epochs of 13 samples:"
+        f"DataLoader, {args.workers} workers ({args.context}), {args.epochs} epochs of 13 samples "
+        "per side, the two loaders taking turns:"
     )
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("  (OPENBLAS_NUM_THREADS is not 1: each worker's numpy may start several BLAS "
               "threads, which slows the peer's np.dot far more than avfusion)")  # fmt: skip
-    for name, rate, peak in (("avfusion FusionDataset", ours, ours_peak),
-                             ("devkit-style loader", peer, peer_peak)):  # fmt: skip
+    for name, (rate, per_epoch, peak) in runs.items():
         mib = ", ".join(
             f"{hwm / 1024:.0f} (+{(hwm - base) / 1024:.0f})" for hwm, base in peak.values()
         )
-        print(f"  {name:22s} : {rate:6.2f} samples/s; peak RSS per worker (+ above the RSS "
-              f"before its first sample) {mib} MiB")  # fmt: skip
-    print(f"  ratio                  : {ours / peer:.2f}x")
+        print(f"  {name:22s} : {rate:6.2f} samples/s (epochs {min(per_epoch):.1f}-"
+              f"{max(per_epoch):.1f}); peak RSS per worker (+ above the RSS before its first "
+              f"sample) {mib} MiB")  # fmt: skip
+    (ours, ours_epochs, _), (peer, peer_epochs, _) = runs.values()
+    each = sorted(o / p for o, p in zip(ours_epochs, peer_epochs, strict=True))
+    print(f"  ratio                  : {ours / peer:.2f}x (epoch by epoch {each[0]:.2f}-"
+          f"{each[-1]:.2f}x, median {each[len(each) // 2]:.2f}x)")  # fmt: skip
     return 0
 
 

@@ -310,6 +310,51 @@ def _fresh_python(call: str) -> str:
     return proc.stdout
 
 
+def freed_rss_drop(tuned: bool) -> None:
+    """Print how many MB the resident set drops when a 24 MB array is freed (fresh process)."""
+    from avfusion.dataset import reuse_freed_memory
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    if tuned:
+        assert reuse_freed_memory()
+    block = np.ones(3 << 20)  # 24 MB (under the 32 MiB mmap threshold set), every page touched
+    before = rss_mb()
+    del block
+    print(round(before - rss_mb(), 1))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_reuse_freed_memory_keeps_freed_blocks() -> None:
+    """By default glibc returns a freed 24 MB block to the system at once (the next sample
+    faults it in again); after ``reuse_freed_memory`` the process keeps it for reuse."""
+    assert float(_fresh_python("freed_rss_drop(False)").split()[-1]) > 20
+    assert float(_fresh_python("freed_rss_drop(True)").split()[-1]) < 4
+
+
+def test_reuse_memory_option(sample_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """reuse_memory=None tunes worker processes only, True this process too, False never."""
+    import avfusion.dataset as D
+
+    calls: list[int] = []
+    monkeypatch.setattr(D, "reuse_freed_memory", lambda: calls.append(os.getpid()) or True)
+    opts = {"sensors": ["LIDAR_TOP"], "outputs": ("points",)}
+    FusionDataset(sample_root, **opts)[0]
+    FusionDataset(sample_root, reuse_memory=False, **opts)[0]
+    assert calls == []
+    FusionDataset(sample_root, reuse_memory=True, **opts)
+    assert calls == [os.getpid()]
+    monkeypatch.setattr(D.multiprocessing, "parent_process", lambda: object())  # as in a worker
+    for reuse, expect in ((None, 2), (False, 2)):
+        ds = pickle.loads(pickle.dumps(FusionDataset(sample_root, reuse_memory=reuse, **opts)))
+        ds[0]
+        assert len(calls) == expect
+
+
 def test_dataloader_spawn_workers_equal_single_process(
     sample_root: Path, occ_root: Path, keyframe: Path
 ) -> None:
