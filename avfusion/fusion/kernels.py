@@ -1323,6 +1323,31 @@ def _grid_index_chunk(
     return inside, bad
 
 
+@njit(cache=True, parallel=True)
+def _voxels_of_points(
+    points: npt.NDArray[np.floating], lo: npt.NDArray[np.float64], inv_voxel: float,
+    shape: npt.NDArray[np.int64], n_chunks: int, out: npt.NDArray[np.int32],
+) -> tuple[int, int]:  # fmt: skip
+    """``_grid_index_chunk`` over all points, a chunk per thread. Returns (inside, not
+    finite)."""
+    n = points.shape[0]
+    n_in = np.zeros(n_chunks, np.int64)
+    n_nan = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        start, stop = _chunk(c, n_chunks, n)
+        n_in[c], n_nan[c] = _grid_index_chunk(points, start, stop, lo, inv_voxel, shape, out)
+    return int(n_in.sum()), int(n_nan.sum())
+
+
+@njit(cache=True)
+def _slabs_ok(bounds: npt.NDArray[np.int64], nx: int) -> bool:
+    """Whether ``bounds`` split [0, nx) into at least one slab, in order."""
+    n_slabs = bounds.shape[0] - 1
+    if n_slabs < 1 or bounds[0] != 0 or bounds[n_slabs] != nx:
+        return False
+    return bool(np.all(bounds[1:] >= bounds[:-1]))
+
+
 @njit(cache=True)
 def _dense_slab_count(
     voxel_of: npt.NDArray[np.int32], labels: npt.NDArray[np.uint8], v0: int, v1: int,
@@ -1482,25 +1507,16 @@ def voxelize_dense_kernel(
         or touched.shape[0] != n_cells
         or spill.shape[0] != n_slabs
         or spill.shape[1] < n // 256 + 1
-        or bounds[0] != 0
-        or bounds[n_slabs] != nx
+        or not _slabs_ok(bounds, nx)
     ):
         return -1, -1, -1
-    for t in range(n_slabs):
-        if bounds[t + 1] < bounds[t]:
-            return -1, -1, -1
     flat_counts = counts.reshape(n_cells)
     flat_sem = semantics.reshape(n_cells)
     order = np.argsort(tie_rank)
     shape = np.array([nx, ny, nz], np.int64)
-    n_in = np.zeros(n_slabs, np.int64)
-    n_nan = np.zeros(n_slabs, np.int64)
     n_bad = np.zeros(n_slabs, np.int64)
-    for c in prange(n_slabs):  # each point's voxel, a chunk of points per thread
-        start, stop = _chunk(c, n_slabs, n)
-        n_in[c], n_nan[c] = _grid_index_chunk(
-            points, start, stop, lo, inv_voxel, shape, point_voxel
-        )
+    # each point's voxel, a chunk of points per thread
+    inside, nan = _voxels_of_points(points, lo, inv_voxel, shape, n_slabs, point_voxel)
     for t in prange(n_slabs):  # counts and classes, a slab of voxels per thread
         v0 = bounds[t] * nyz
         v1 = bounds[t + 1] * nyz
@@ -1511,7 +1527,7 @@ def voxelize_dense_kernel(
             counters, touched, v0, v1, np.sort(spill[t, : min(n_sp, spill.shape[1])]), order,
             empty_label, flat_counts, flat_sem,
         )  # fmt: skip
-    return int(n_in.sum()), int(n_nan.sum()), int(n_bad.sum())
+    return inside, nan, int(n_bad.sum())
 
 
 @njit(cache=True)
@@ -1542,27 +1558,17 @@ def count_points_kernel(
     thread), then per x-slab (``bounds``, one per thread) the count of the points in it: no
     per-thread grids to zero and add up. Returns (inside, non-finite), or (-1, -1) when the
     arrays do not fit (nothing is written)."""
-    n = points.shape[0]
     nx, ny, nz = counts.shape
     nyz = ny * nz
     n_slabs = bounds.shape[0] - 1
-    if n_slabs < 1 or point_voxel.shape[0] != n or bounds[0] != 0 or bounds[n_slabs] != nx:
+    if point_voxel.shape[0] != points.shape[0] or not _slabs_ok(bounds, nx):
         return -1, -1
-    for t in range(n_slabs):
-        if bounds[t + 1] < bounds[t]:
-            return -1, -1
     flat_counts = counts.reshape(nx * nyz)
     shape = np.array([nx, ny, nz], np.int64)
-    n_in = np.zeros(n_slabs, np.int64)
-    n_nan = np.zeros(n_slabs, np.int64)
-    for c in prange(n_slabs):
-        start, stop = _chunk(c, n_slabs, n)
-        n_in[c], n_nan[c] = _grid_index_chunk(
-            points, start, stop, lo, inv_voxel, shape, point_voxel
-        )
+    inside, nan = _voxels_of_points(points, lo, inv_voxel, shape, n_slabs, point_voxel)
     for t in prange(n_slabs):
         _slab_point_counts(point_voxel, bounds[t] * nyz, bounds[t + 1] * nyz, flat_counts)
-    return int(n_in.sum()), int(n_nan.sum())
+    return inside, nan
 
 
 @njit(cache=True, parallel=True)
