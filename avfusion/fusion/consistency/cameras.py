@@ -58,7 +58,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -524,35 +524,25 @@ def estimate_time_offsets(
     pairs, or whose pose track does not reach ±S, get 0.
     """
     opts = options or Box2DOptions()
-    tokens = list(labels.boxes3d) if sample_tokens is None else list(sample_tokens)
     s_ns = int(opts.time_search_ns)
     per_cam: dict[str, list[tuple[F64, F64]]] = {}
     failed: set[str] = set()
-    for st in tokens:
-        b3 = labels.boxes3d.get(st)
-        if b3 is None or len(b3) == 0:
+    for b3, t_box, channel, b2, image in _labelled_views(log, labels, sample_tokens, failed):
+        p0 = _project(log, b3, image, t_box, 0, opts.near_m)
+        pairs = _linked_pairs(b2, b3, p0.xyxy)
+        if not pairs or s_ns == 0:
             continue
-        t_box = int(log.sample_time_ns(st))
-        for channel, sd in sorted(log.keyframe_data(st).items()):
-            b2 = labels.boxes2d.get(sd)
-            if b2 is None or len(b2) == 0 or channel in failed:
-                continue
-            image = log.load_image(sd)
-            p0 = _project(log, b3, image, t_box, 0, opts.near_m)
-            pairs = _linked_pairs(b2, b3, p0.xyxy)
-            if not pairs or s_ns == 0:
-                continue
-            try:
-                pm = _project(log, b3, image, t_box, -s_ns, opts.near_m)
-                pp = _project(log, b3, image, t_box, s_ns, opts.near_m)
-            except SyncError as exc:
-                logger.info("%s: no clock estimate (pose track too short): %s", channel, exc)
-                failed.add(channel)
-                continue
-            k_idx = np.array([k for k, _ in pairs])
-            i_idx = np.array([i for _, i in pairs])
-            stack = np.stack([pm.xyxy[i_idx], p0.xyxy[i_idx], pp.xyxy[i_idx]], axis=1)
-            per_cam.setdefault(channel, []).append((stack, b2.xyxy[k_idx]))
+        try:
+            pm = _project(log, b3, image, t_box, -s_ns, opts.near_m)
+            pp = _project(log, b3, image, t_box, s_ns, opts.near_m)
+        except SyncError as exc:
+            logger.info("%s: no clock estimate (pose track too short): %s", channel, exc)
+            failed.add(channel)
+            continue
+        k_idx = np.array([k for k, _ in pairs])
+        i_idx = np.array([i for _, i in pairs])
+        stack = np.stack([pm.xyxy[i_idx], p0.xyxy[i_idx], pp.xyxy[i_idx]], axis=1)
+        per_cam.setdefault(channel, []).append((stack, b2.xyxy[k_idx]))
     out: dict[str, int] = {}
     for channel, parts in sorted(per_cam.items()):
         if channel in failed:
@@ -613,6 +603,25 @@ def estimate_shape_insets(
     return _insets(log, labels, time_offsets_ns, sample_tokens, options or Box2DOptions())[0]
 
 
+def _labelled_views(
+    log: Any, labels: LabelSet, sample_tokens: Sequence[str] | None, skip: Collection[str] = ()
+) -> Iterator[tuple[Boxes3D, int, str, Boxes2D, Image]]:
+    """Per keyframe with 3D boxes (``sample_tokens``, default all) and per camera with 2D boxes
+    there, in channel order: (3D boxes, sample time ns, channel, 2D boxes, image). Channels in
+    ``skip`` (which the caller may grow while iterating) are passed over."""
+    tokens = list(labels.boxes3d) if sample_tokens is None else list(sample_tokens)
+    for st in tokens:
+        b3 = labels.boxes3d.get(st)
+        if b3 is None or len(b3) == 0:
+            continue
+        t_box = int(log.sample_time_ns(st))
+        for channel, sd in sorted(log.keyframe_data(st).items()):
+            b2 = labels.boxes2d.get(sd)
+            if b2 is None or len(b2) == 0 or channel in skip:
+                continue
+            yield b3, t_box, channel, b2, log.load_image(sd)
+
+
 def _insets(
     log: Any,
     labels: LabelSet,
@@ -625,43 +634,33 @@ def _insets(
     """Class insets (see :func:`estimate_shape_insets`) and per (instance, camera, axis) the
     median insets of a track seen in at least ``min_track_pairs`` keyframes of one camera (an
     object's shape inside its box changes slowly with the viewpoint)."""
-    tokens = list(labels.boxes3d) if sample_tokens is None else list(sample_tokens)
     ratios: dict[tuple[str, int], list[tuple[float, float]]] = {}
     per_track: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
-    for st in tokens:
-        b3 = labels.boxes3d.get(st)
-        if b3 is None or len(b3) == 0:
+    for b3, t_box, channel, b2, image in _labelled_views(log, labels, sample_tokens):
+        camera = image.sensor.camera
+        if camera is None:  # pragma: no cover
             continue
-        t_box = int(log.sample_time_ns(st))
-        for channel, sd in sorted(log.keyframe_data(st).items()):
-            b2 = labels.boxes2d.get(sd)
-            if b2 is None or len(b2) == 0:
-                continue
-            image = log.load_image(sd)
-            camera = image.sensor.camera
-            if camera is None:  # pragma: no cover
-                continue
-            try:
-                proj = _project(
-                    log, b3, image, t_box, int(time_offsets_ns.get(channel, 0)), opts.near_m
+        try:
+            proj = _project(
+                log, b3, image, t_box, int(time_offsets_ns.get(channel, 0)), opts.near_m
+            )
+        except SyncError:
+            proj = _project(log, b3, image, t_box, 0, opts.near_m)
+        limits = (camera.width - 0.5, camera.height - 0.5)
+        for k, i in _linked_pairs(b2, b3, proj.xyxy):
+            cls = detection_class(str(b3.label[i]))
+            for axis in (0, 1):
+                lo, hi = proj.xyxy[i, axis], proj.xyxy[i, axis + 2]
+                if lo <= -0.5 + opts.tolerance_px or hi >= limits[axis] - opts.tolerance_px:
+                    continue
+                if np.any(proj.corners_depth_m[i] < opts.near_m) or hi - lo < 4:
+                    continue
+                inset_lo = float((b2.xyxy[k, axis] - lo) / (hi - lo))
+                inset_hi = float((hi - b2.xyxy[k, axis + 2]) / (hi - lo))
+                ratios.setdefault((cls, axis), []).append((inset_lo, inset_hi))
+                per_track.setdefault((str(b3.track_id[i]), channel, axis), []).append(
+                    (inset_lo, inset_hi)
                 )
-            except SyncError:
-                proj = _project(log, b3, image, t_box, 0, opts.near_m)
-            limits = (camera.width - 0.5, camera.height - 0.5)
-            for k, i in _linked_pairs(b2, b3, proj.xyxy):
-                cls = detection_class(str(b3.label[i]))
-                for axis in (0, 1):
-                    lo, hi = proj.xyxy[i, axis], proj.xyxy[i, axis + 2]
-                    if lo <= -0.5 + opts.tolerance_px or hi >= limits[axis] - opts.tolerance_px:
-                        continue
-                    if np.any(proj.corners_depth_m[i] < opts.near_m) or hi - lo < 4:
-                        continue
-                    inset_lo = float((b2.xyxy[k, axis] - lo) / (hi - lo))
-                    inset_hi = float((hi - b2.xyxy[k, axis + 2]) / (hi - lo))
-                    ratios.setdefault((cls, axis), []).append((inset_lo, inset_hi))
-                    per_track.setdefault((str(b3.track_id[i]), channel, axis), []).append(
-                        (inset_lo, inset_hi)
-                    )
     out: dict[tuple[str, int], tuple[float, float]] = {}
     for key, v in sorted(ratios.items()):
         if len(v) >= opts.min_shape_pairs:
