@@ -1239,7 +1239,7 @@ def voxelize_kernel(
 
 
 #: Bytes per voxel of ``voxelize_dense_kernel``'s counters: one uint8 counter per class and one
-#: for labels outside [0, C), so C <= 23; three uint64 words, tested at once for "no point".
+#: for labels outside [0, C), so C <= 23; three uint64 words, copied at once by the finish.
 DENSE_VOXEL_BYTES = 24
 
 
