@@ -440,20 +440,26 @@ def voxelize(
         bounds = voxel_slab_bounds(pts, float(spec.lo[0]), spec.inv_voxel, shape[0], slabs)
         voxel_of = per_point if point_voxel else _voxel_index_scratch(n)
         if with_labels:
-            n_in, n_nan, n_bad = voxelize_dense_kernel(
-                pts,
-                lab,
-                spec.lo,
-                spec.inv_voxel,
-                rank,
-                int(empty),
-                bounds,
-                *_dense_counters(spec.n_voxels),
-                np.empty((slabs, n // 256 + 1), dtype=np.int64),
-                counts,
-                voxel_of,
-                semantics,
-            )
+            try:
+                n_in, n_nan, n_bad = voxelize_dense_kernel(
+                    pts,
+                    lab,
+                    spec.lo,
+                    spec.inv_voxel,
+                    rank,
+                    int(empty),
+                    bounds,
+                    *_dense_counters(spec.n_voxels),
+                    np.empty((slabs, n // 256 + 1), dtype=np.int64),
+                    counts,
+                    voxel_of,
+                    semantics,
+                )
+            except BaseException:
+                # a kernel stopped half way (out of memory) may leave counts in the block,
+                # which must be all zeros for the next call: drop it
+                _DENSE_SCRATCH.block = None
+                raise
         else:
             n_in, n_nan = count_points_kernel(
                 pts, spec.lo, spec.inv_voxel, bounds, counts, voxel_of

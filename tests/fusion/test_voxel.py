@@ -398,6 +398,26 @@ def test_dense_kernel_independent_of_slabs_and_refuses_bad_arrays(cuts: list[int
         assert np.all(counts == -9) and np.all(pv == -9) and np.all(sem == 99)
 
 
+def test_dense_scratch_is_dropped_after_a_failed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-thread counter block must be all zeros on entry: a call that stops half way
+    (here a simulated MemoryError after counting) must not leave its counts to the next."""
+    pts, labels = _clumped_cloud(5)
+    good = voxelize(pts, SMALL, labels, num_classes=5)
+    real = V.voxelize_dense_kernel
+
+    def fails_half_way(*args: Any) -> tuple[int, int, int]:
+        args[7][:] = 3  # counters written, never read back
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(V, "voxelize_dense_kernel", fails_half_way)
+    with pytest.raises(MemoryError):
+        voxelize(pts, SMALL, labels, num_classes=5)
+    monkeypatch.setattr(V, "voxelize_dense_kernel", real)
+    again = voxelize(pts, SMALL, labels, num_classes=5)
+    np.testing.assert_array_equal(again.counts, good.counts)
+    np.testing.assert_array_equal(again.semantics, good.semantics)
+
+
 def test_voxelize_errors() -> None:
     pts = np.zeros((3, 3))
     with pytest.raises(AVFusionError, match=r"points must be an \(N, 3\) array"):
