@@ -20,6 +20,7 @@ late            box placed where its track was 2 LiDAR frames earlier        lab
                 (clean track interpolated between keyframes)
 offset_2d       2D box moved 10 px sideways                                  box2d_offset
 id_switch       two tracks of one category swap ids from a middle keyframe   id_switch
+                (both seen in an earlier keyframe)
 radar_count     num_radar_pts of a box with radar returns set to 0, or of    radar_count_mismatch
                 a box without to 3
 ==============  ===========================================================  ==================
@@ -35,7 +36,9 @@ Eligibility (an error is only injected where the sensors can judge it; every rul
   evidence; a parked car's front and back look alike);
 * late: the box moves at least ``late_min_displacement_m`` over the lag;
 * offset_2d: 2D boxes linked to a 3D box, at least ``min_box2d_px`` wide;
-* radar_count: boxes inside the radar's field of view (``num_radar_pts`` known).
+* radar_count: boxes inside the radar's field of view (``num_radar_pts`` known);
+* id_switch: both tracks are labelled in an earlier keyframe too (in a log of one keyframe,
+  swapped track ids are no observable error).
 
 Per-box kinds change ``item_rate`` of the eligible items (at least one), so the unchanged
 eligible boxes stay in the denominator of precision. Precision = findings of the mapped kinds
@@ -493,17 +496,25 @@ def _inject_track(
             for tid in chosen
         ]
         return out, injected
-    # id_switch: two tracks of one category present in a common middle keyframe
+    # id_switch: two tracks of one category present in a common middle keyframe and seen
+    # before it (without an earlier keyframe of both, swapped ids are no observable error)
     order = sorted(labels.boxes3d, key=log.sample_time_ns)
     mid = order[len(order) // 2 :]
     if not mid:
         return labels, []
+    seen_before = {
+        str(t) for token in order[: len(order) // 2] for t in labels.boxes3d[token].track_id
+    }
     first = labels.boxes3d[mid[0]]
     pairs = []
     cats = sorted(set(first.label.tolist()))
     for c in cats:
         tids = sorted(
-            {str(t) for t, lab in zip(first.track_id, first.label, strict=True) if lab == c}
+            {
+                str(t)
+                for t, lab in zip(first.track_id, first.label, strict=True)
+                if lab == c and str(t) in seen_before
+            }
         )
         if len(tids) >= 2:
             pairs.append((tids[0], tids[1]))
