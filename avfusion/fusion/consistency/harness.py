@@ -37,6 +37,8 @@ Eligibility (an error is only injected where the sensors can judge it; every rul
 * late: the box moves at least ``late_min_displacement_m`` over the lag;
 * offset_2d: 2D boxes linked to a 3D box, at least ``min_box2d_px`` wide;
 * radar_count: boxes inside the radar's field of view (``num_radar_pts`` known);
+* class_swap: tracks labelled in two keyframes or more, or with a 2D box (the checks compare a
+  class along its track and with the 2D boxes; LiDAR alone does not tell a class);
 * id_switch: both tracks are labelled in an earlier keyframe too (in a log of one keyframe,
   swapped track ids are no observable error).
 
@@ -150,10 +152,10 @@ class InjectionSpec:
             "shift": f"{self.shift_m:g} m horizontal; {base}",
             "delete": f"{self.delete_rate:.0%} of boxes; {base}",
             "heading_flip": f"yaw+180 deg; {base}, speed >= {self.min_speed_mps:g} m/s",
-            "class_swap": f"{self.class_swap_rate:.0%} of tracks",
+            "class_swap": f"{self.class_swap_rate:.0%} of tracks; in >= 2 keyframes or with a 2D box",
             "late": f"{self.late_lidar_frames} LiDAR frames late; moved >= {self.late_min_displacement_m:g} m",
             "offset_2d": f"{self.offset_2d_px:g} px; linked 2D boxes >= {self.min_box2d_px:g} px wide",
-            "id_switch": "two same-class tracks swap ids",
+            "id_switch": "two same-class tracks swap ids; both labelled in an earlier keyframe",
             "radar_count": f"num_radar_pts n -> 0 if n >= {self.radar_count_change} else n + {self.radar_count_change}; "
             f"{base}, in the radar field of view",
         }[kind]
@@ -467,17 +469,22 @@ def _inject_track(
     log: Any, labels: LabelSet, kind: str, spec: InjectionSpec, rng: np.random.Generator
 ) -> tuple[LabelSet, list[InjectedError]]:
     cat_of: dict[str, str] = {}
+    keyframes: dict[str, int] = {}
     for boxes in labels.boxes3d.values():
         for tid, c in zip(boxes.track_id.tolist(), boxes.label.tolist(), strict=True):
             cat_of.setdefault(tid, c)
+            keyframes[tid] = keyframes.get(tid, 0) + 1
     tracks = sorted(cat_of)
     out = labels
     injected: list[InjectedError] = []
     if kind == "class_swap":
         cats = sorted(set(cat_of.values()))
-        if len(cats) < 2:
+        # judgeable: a class is compared with the 2D boxes' or along the track
+        in_2d = {str(t) for b2 in labels.boxes2d.values() for t in b2.track_id}
+        judged = [t for t in tracks if keyframes[t] >= 2 or t in in_2d]
+        if len(cats) < 2 or not judged:
             return labels, []
-        chosen = _pick(rng, tracks, spec.class_swap_rate)
+        chosen = _pick(rng, judged, spec.class_swap_rate)
         new_cat = {}
         for tid in chosen:
             others = [c for c in cats if c != cat_of[tid]]
