@@ -220,11 +220,13 @@ class Box2DOptions:
 
 @dataclass(frozen=True)
 class ClassPair:
-    """Classes of one matched 2D/3D pair (detection classes) and the camera it was seen in."""
+    """Classes of one matched 2D/3D pair (detection classes), the camera it was seen in and the
+    3D box's annotation token."""
 
     camera_class: str
     lidar_class: str
     sensor: str
+    annotation_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -1047,7 +1049,7 @@ def box_2d_outcome(
             common["instance_token"] = str(b3.track_id[i])
             common["distance_m"] = d
             if cam_cls:
-                pairs_out.append(ClassPair(cam_cls, classes3d[i], channel))
+                pairs_out.append(ClassPair(cam_cls, classes3d[i], channel, str(ann_tokens[i])))
             # displacement
             p, bb = proj.xyxy[i], b2.xyxy[k]
             truncated = bool(np.any(proj.corners_depth_m[i] < opts.near_m))
