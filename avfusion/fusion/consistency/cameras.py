@@ -71,7 +71,14 @@ from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.motion import observation_target_from_source
 from avfusion.errors import AVFusionError, SyncError
 from avfusion.fusion.boxes import BoxProjection, project_boxes_into_image
-from avfusion.fusion.consistency.findings import CheckedItem, CheckResult, Finding, LabelSet
+from avfusion.fusion.consistency.findings import (
+    CheckedItem,
+    CheckResult,
+    Finding,
+    LabelSet,
+    require_fraction,
+    require_positive,
+)
 from avfusion.fusion.consistency.lidar import lidar_scene, segment_ground
 from avfusion.fusion.kernels import id_extents_kernel, zbuffer_boxes_kernel
 from avfusion.types import Boxes2D, Boxes3D, Image
@@ -186,11 +193,9 @@ class Box2DOptions:
 
     def __post_init__(self) -> None:
         where = "Box2DOptions"
-        for name in ("min_iou", "min_visible_share", "min_in_image_fraction"):
-            v = getattr(self, name)
-            if not (0.0 <= v <= 1.0):
-                raise AVFusionError(f"{where}: {name} must be in [0, 1], got {v}")
-        for name in (
+        require_fraction(self, "min_iou", "min_visible_share", "min_in_image_fraction")
+        require_positive(
+            self,
             "offset_px",
             "tolerance_px",
             "occluder_margin_m",
@@ -198,12 +203,8 @@ class Box2DOptions:
             "annotation_range_m",
             "ground_band_m",
             "touch_m",
-        ):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise AVFusionError(f"{where}: {name} must be a positive number, got {v}")
-        if not (math.isfinite(self.near_m) and self.near_m > 0):
-            raise AVFusionError(f"{where}: near_m must be positive, got {self.near_m}")
+            "near_m",
+        )
         if self.min_object_returns < 2:
             raise AVFusionError(
                 f"{where}: min_object_returns must be >= 2, got {self.min_object_returns}"

@@ -29,6 +29,8 @@ __all__ = [
     "CheckedItem",
     "Finding",
     "LabelSet",
+    "require_fraction",
+    "require_positive",
     "severity_level",
 ]
 
@@ -66,6 +68,31 @@ FINDING_KINDS: dict[str, tuple[str, str]] = {
     "label_lag": ("temporal", "the box lags or leads the LiDAR evidence"),
     "occupancy_box_mismatch": ("occupancy", "generated occupancy disagrees with a box"),
 }
+
+
+def require_positive(options: Any, *names: str) -> None:
+    """Raise ``AVFusionError`` naming the options class and field unless each of ``names`` is a
+    finite number > 0 (the checks' option classes validate with this)."""
+    for name in names:
+        v = getattr(options, name)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or not (math.isfinite(v) and v > 0)
+        ):
+            raise AVFusionError(f"{type(options).__name__}: {name} must be > 0, got {v!r}")
+
+
+def require_fraction(options: Any, *names: str, zero: bool = True) -> None:
+    """Like :func:`require_positive` for fractions: each of ``names`` in [0, 1] (in (0, 1]
+    with ``zero=False``)."""
+    for name in names:
+        v = getattr(options, name)
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and (0.0 <= v <= 1.0)
+        if not ok or (not zero and v == 0):
+            span = "[0, 1]" if zero else "(0, 1]"
+            raise AVFusionError(f"{type(options).__name__}: {name} must be in {span}, got {v!r}")
+
 
 #: Severity bands for people; the number itself (0..1) is what findings are ranked by.
 SEVERITY_LEVELS: tuple[tuple[float, str], ...] = ((0.75, "high"), (0.4, "medium"), (0.0, "low"))

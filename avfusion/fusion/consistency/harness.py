@@ -64,7 +64,13 @@ import numpy.typing as npt
 
 from avfusion.calibration.transforms import quaternion_from_matrix
 from avfusion.errors import AVFusionError
-from avfusion.fusion.consistency.findings import FINDING_KINDS, CheckResult, Finding, LabelSet
+from avfusion.fusion.consistency.findings import (
+    FINDING_KINDS,
+    CheckResult,
+    Finding,
+    LabelSet,
+    require_fraction,
+)
 from avfusion.types import Boxes2D, Boxes3D
 
 __all__ = [
@@ -128,16 +134,15 @@ class InjectionSpec:
     radar: str = "RADAR_FRONT"
 
     def __post_init__(self) -> None:
-        for name in (
+        require_fraction(
+            self,
             "shrink_fraction",
             "grow_fraction",
             "delete_rate",
             "class_swap_rate",
             "item_rate",
-        ):
-            v = getattr(self, name)
-            if not (0.0 < v <= 1.0):
-                raise AVFusionError(f"InjectionSpec: {name} must be in (0, 1], got {v!r}")
+            zero=False,
+        )
         if self.shift_m <= 0 or self.offset_2d_px <= 0 or self.late_lidar_frames < 1:
             raise AVFusionError(
                 "InjectionSpec: shift_m and offset_2d_px must be > 0 and late_lidar_frames >= 1"

@@ -82,7 +82,14 @@ from scipy.spatial import cKDTree
 
 from avfusion.calibration.transforms import Transform
 from avfusion.errors import AVFusionError
-from avfusion.fusion.consistency.findings import CheckedItem, CheckResult, Finding, LabelSet
+from avfusion.fusion.consistency.findings import (
+    CheckedItem,
+    CheckResult,
+    Finding,
+    LabelSet,
+    require_fraction,
+    require_positive,
+)
 from avfusion.fusion.deskew import POINT_TIME_ATTR, deskew_cloud
 from avfusion.types import Boxes3D
 
@@ -160,20 +167,13 @@ class LidarCheckOptions:
     azimuth_step_deg: float = 0.33
 
     def __post_init__(self) -> None:
-        for name in ("shell_m", "size_ratio", "offset_m", "explain_ratio", "sparse_ratio"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise AVFusionError(f"LidarCheckOptions: {name} must be > 0, got {value!r}")
+        require_positive(self, "shell_m", "size_ratio", "offset_m", "explain_ratio", "sparse_ratio")
         for name in ("min_fit_points", "min_fit_floor"):
             if getattr(self, name) < 3:
                 raise AVFusionError(
                     f"LidarCheckOptions: {name} must be >= 3, got {getattr(self, name)}"
                 )
-        f = self.fit_expected_fraction
-        if not (math.isfinite(f) and 0 < f <= 1):
-            raise AVFusionError(
-                f"LidarCheckOptions: fit_expected_fraction must be in (0, 1], got {f!r}"
-            )
+        require_fraction(self, "fit_expected_fraction", zero=False)
 
 
 @dataclass(frozen=True)
@@ -207,10 +207,7 @@ class UnlabelledOptions:
     box_margin_m: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("ground_cell_m", "cluster_m", "max_range_m"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise AVFusionError(f"UnlabelledOptions: {name} must be > 0, got {value!r}")
+        require_positive(self, "ground_cell_m", "cluster_m", "max_range_m")
         if self.min_cluster_points < 1:
             raise AVFusionError(
                 f"UnlabelledOptions: min_cluster_points must be >= 1, got {self.min_cluster_points}"

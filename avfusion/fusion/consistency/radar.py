@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from avfusion.errors import AVFusionError
-from avfusion.fusion.consistency.findings import CheckedItem, CheckResult, Finding, LabelSet
+from avfusion.fusion.consistency.findings import (
+    CheckedItem,
+    CheckResult,
+    Finding,
+    LabelSet,
+    require_positive,
+)
 from avfusion.fusion.consistency.lidar import track_velocity
 from avfusion.fusion.voxel import points_in_boxes
 
@@ -53,10 +59,7 @@ class RadarCheckOptions:
     velocity_attrs: tuple[str, str] = ("vx_comp", "vy_comp")
 
     def __post_init__(self) -> None:
-        for name in ("max_range_m", "fov_deg", "doppler_tolerance_mps"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise AVFusionError(f"RadarCheckOptions: {name} must be > 0, got {v!r}")
+        require_positive(self, "max_range_m", "fov_deg", "doppler_tolerance_mps")
         if self.count_tolerance < 0 or self.min_doppler_returns < 1:
             raise AVFusionError(
                 "RadarCheckOptions: count_tolerance must be >= 0 and min_doppler_returns >= 1"

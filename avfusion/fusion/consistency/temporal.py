@@ -38,7 +38,13 @@ import numpy.typing as npt
 from avfusion.calibration.transforms import Transform
 from avfusion.errors import AVFusionError, SyncError
 from avfusion.fusion.consistency.cameras import detection_class
-from avfusion.fusion.consistency.findings import CheckedItem, CheckResult, Finding, LabelSet
+from avfusion.fusion.consistency.findings import (
+    CheckedItem,
+    CheckResult,
+    Finding,
+    LabelSet,
+    require_positive,
+)
 from avfusion.fusion.deskew import CAPTURE_TIME_ATTR, POINT_TIME_ATTR, deskew_cloud
 
 __all__ = [
@@ -131,17 +137,15 @@ class TemporalOptions:
     lag_min_bias_boxes: int = 3
 
     def __post_init__(self) -> None:
-        for name in (
+        require_positive(
+            self,
             "size_tolerance",
             "jump_margin_m",
             "lag_min_speed_mps",
             "lag_window_s",
             "lag_min_m",
             "lag_min_s",
-        ):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise AVFusionError(f"TemporalOptions: {name} must be a positive number, got {v}")
+        )
         if not (0.0 <= self.lag_quantile < 0.5):
             raise AVFusionError(
                 f"TemporalOptions: lag_quantile must be in [0, 0.5), got {self.lag_quantile}"

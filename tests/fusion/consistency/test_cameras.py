@@ -187,13 +187,13 @@ def test_column_shift_model() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(AVFusionError, match="touch_m must be a positive"):
+    with pytest.raises(AVFusionError, match="touch_m must be > 0"):
         Box2DOptions(touch_m=-0.1)
     with pytest.raises(AVFusionError, match="min_object_returns must be >= 2"):
         Box2DOptions(min_object_returns=1)
     with pytest.raises(AVFusionError, match="min_iou must be in"):
         Box2DOptions(min_iou=1.5)
-    with pytest.raises(AVFusionError, match="offset_px must be a positive"):
+    with pytest.raises(AVFusionError, match="offset_px must be > 0"):
         Box2DOptions(offset_px=0)
     with pytest.raises(AVFusionError, match="size prior of 'car'"):
         Box2DOptions(size_priors={"car": (1.0, 2.0)})  # type: ignore[dict-item]

@@ -102,7 +102,7 @@ def test_bad_input() -> None:
     labels = _labels({"a": [("vehicle.car", (0.0, 0.0), CAR)] * 3}, 3)
     with pytest.raises(AVFusionError, match="'s9' is not in the label set"):
         check_temporal(_TracksOnlyLog(3), labels, ["s0", "s9"])
-    with pytest.raises(AVFusionError, match="size_tolerance must be a positive"):
+    with pytest.raises(AVFusionError, match="size_tolerance must be > 0"):
         TemporalOptions(size_tolerance=0)
     with pytest.raises(AVFusionError, match="must be TemporalOptions"):
         check_temporal(_TracksOnlyLog(3), labels, options=object())  # type: ignore[arg-type]
