@@ -485,7 +485,19 @@ def _inject_track(
     if kind == "class_swap":
         cats = sorted(set(cat_of.values()))
         # judgeable: a class is compared with the 2D boxes' or along the track
-        in_2d = {str(t) for b2 in labels.boxes2d.values() for t in b2.track_id}
+        # (a 2D box names its track, or its 3D box as offset_2d's eligibility does)
+        track_of = {
+            str(a): str(t)
+            for b3 in labels.boxes3d.values()
+            if b3.token is not None
+            for a, t in zip(b3.token, b3.track_id, strict=True)
+        }
+        in_2d: set[str] = set()
+        for b2 in labels.boxes2d.values():
+            in_2d.update(str(t) for t in b2.track_id if str(t))
+            link = b2.attrs.get("sample_annotation_token") if b2.attrs else None
+            if link is not None:
+                in_2d.update(track_of[str(a)] for a in link if str(a) in track_of)
         judged = [t for t in tracks if keyframes[t] >= 2 or t in in_2d]
         if len(cats) < 2 or not judged:
             return labels, []
