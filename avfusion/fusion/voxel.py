@@ -53,6 +53,7 @@ from avfusion.calibration.camera import CameraModel
 from avfusion.calibration.transforms import Transform
 from avfusion.errors import AVFusionError, ConfigError
 from avfusion.fusion.kernels import (
+    DENSE_MAX_COPIES,
     DENSE_VOXEL_BYTES,
     RAY_HIT,
     RAY_INVALID,
@@ -98,24 +99,36 @@ OCC3D_FREE_LABEL = 17
 _SCRATCH_BYTES = 512 * 1024 * 1024
 #: Most voxels a grid may have (linear indices are int32).
 _MAX_VOXELS = 2**31 - 1
-#: Largest dense class-counter block (``voxelize_dense_kernel``: 24 counter bytes and one flag
-#: byte a voxel) kept per calling thread for reuse: 2.7M voxels (the Occ3D grid is 640k: 16 MB).
-#: Faulting in and zeroing a fresh block on every call would cost more than the dense method
-#: saves; larger grids and more than 23 classes use the compact histogram instead.
+#: Largest dense class-counter block (``voxelize_dense_kernel``: 24 counter bytes a voxel per
+#: copy, one copy per thread, and one flag byte a voxel) kept per calling thread for reuse: the
+#: Occ3D grid (640k voxels) takes 16 MB a copy, so up to 4 copies (31 MB on two threads); a
+#: grid whose one copy does not fit (2.7M voxels) or more than 23 classes use the compact
+#: histogram instead. Faulting in and zeroing a fresh block on every call would cost more than
+#: the dense method saves.
 _DENSE_MAX_BYTES = 64 * 1024 * 1024
 _DENSE_SCRATCH = threading.local()
 
 
-def _dense_counters(n_voxels: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """This thread's reusable (counters, touched flags) for ``n_voxels`` voxels: all zeros, as
-    ``voxelize_dense_kernel`` needs them and leaves them (it zeroes what it reads)."""
-    n_bytes = n_voxels * (DENSE_VOXEL_BYTES + 1)
+def _dense_copies(n_points: int, n_voxels: int) -> int:
+    """Counter copies for ``voxelize_dense_kernel``: one per thread, but one per 100k points at
+    most (each copy adds its counters' gathers to the finish) and within
+    ``_DENSE_MAX_BYTES``; 0 when not even one fits."""
+    fits = max(0, (_DENSE_MAX_BYTES - n_voxels) // max(n_voxels * DENSE_VOXEL_BYTES, 1))
+    return int(min(numba.get_num_threads(), max(1, n_points // 100_000), fits, DENSE_MAX_COPIES))
+
+
+def _dense_counters(
+    n_voxels: int, copies: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """This thread's reusable (counters (copies, n_voxels × 24), touched flags (n_voxels,)):
+    all zeros, as ``voxelize_dense_kernel`` needs them and leaves them (it zeroes what it
+    reads). The block only grows, and any part of an all-zeros block is all zeros."""
+    split = copies * n_voxels * DENSE_VOXEL_BYTES
     block: npt.NDArray[np.uint8] | None = getattr(_DENSE_SCRATCH, "block", None)
-    if block is None or block.shape[0] != n_bytes:
-        block = np.zeros(n_bytes, dtype=np.uint8)
+    if block is None or block.shape[0] < split + n_voxels:
+        block = np.zeros(split + n_voxels, dtype=np.uint8)
         _DENSE_SCRATCH.block = block
-    split = n_voxels * DENSE_VOXEL_BYTES
-    return block[:split], block[split:]
+    return block[:split].reshape(copies, -1), block[split : split + n_voxels]
 
 
 def _voxel_index_scratch(n_points: int) -> npt.NDArray[np.int32]:
@@ -427,10 +440,29 @@ def voxelize(
     counts = np.empty(shape, dtype=np.int32)
     per_point = np.empty(n if point_voxel else 0, dtype=np.int32)
     semantics = np.empty(shape if with_labels else (0, 0, 0), dtype=np.uint8)
-    dense = num_classes < DENSE_VOXEL_BYTES and spec.n_voxels * (DENSE_VOXEL_BYTES + 1) <= (
-        _DENSE_MAX_BYTES
-    )
-    if with_labels and not dense:
+    copies = _dense_copies(n, spec.n_voxels) if num_classes < DENSE_VOXEL_BYTES else 0
+    if with_labels and copies:
+        try:
+            n_in, n_nan, n_bad = voxelize_dense_kernel(
+                pts,
+                lab,
+                spec.lo,
+                spec.inv_voxel,
+                rank,
+                int(empty),
+                max(1, min(numba.get_num_threads(), shape[0])),
+                *_dense_counters(spec.n_voxels, copies),
+                np.empty((copies, n // 256 + 1), dtype=np.int64),
+                counts,
+                per_point,
+                semantics,
+            )
+        except BaseException:
+            # a kernel stopped half way (out of memory) may leave counts in the block, which
+            # must be all zeros for the next call: drop it
+            _DENSE_SCRATCH.block = None
+            raise
+    elif with_labels:
         n_in, n_nan, n_bad = _voxelize_compact(
             pts, lab, spec, rank, int(empty), counts, per_point, semantics
         )
@@ -439,32 +471,8 @@ def voxelize(
         slabs = max(1, min(numba.get_num_threads(), n // 100_000, shape[0]))
         bounds = voxel_slab_bounds(pts, float(spec.lo[0]), spec.inv_voxel, shape[0], slabs)
         voxel_of = per_point if point_voxel else _voxel_index_scratch(n)
-        if with_labels:
-            try:
-                n_in, n_nan, n_bad = voxelize_dense_kernel(
-                    pts,
-                    lab,
-                    spec.lo,
-                    spec.inv_voxel,
-                    rank,
-                    int(empty),
-                    bounds,
-                    *_dense_counters(spec.n_voxels),
-                    np.empty((slabs, n // 256 + 1), dtype=np.int64),
-                    counts,
-                    voxel_of,
-                    semantics,
-                )
-            except BaseException:
-                # a kernel stopped half way (out of memory) may leave counts in the block,
-                # which must be all zeros for the next call: drop it
-                _DENSE_SCRATCH.block = None
-                raise
-        else:
-            n_in, n_nan = count_points_kernel(
-                pts, spec.lo, spec.inv_voxel, bounds, counts, voxel_of
-            )
-            n_bad = 0
+        n_in, n_nan = count_points_kernel(pts, spec.lo, spec.inv_voxel, bounds, counts, voxel_of)
+        n_bad = 0
         if n_in < 0:  # pragma: no cover - the arrays above always fit
             raise AVFusionError(f"{what}: voxelisation kernel refused its arrays")
     if n_bad and unlabelled is not None:

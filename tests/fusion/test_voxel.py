@@ -229,12 +229,7 @@ def test_voxelize_matches_reference(dtype: type, label_dtype: type) -> None:
     counts, sem = ref_voxelize(pts, labels, spec, 17, list(range(17)))
     np.testing.assert_array_equal(out.counts, counts)
     np.testing.assert_array_equal(out.semantics, sem)
-    idx = spec.index_of(pts)
-    expect_pv = np.where(
-        idx[:, 0] >= 0, np.ravel_multi_index(tuple(np.maximum(idx, 0).T), spec.shape), -1
-    )
-    expect_pv[~np.isfinite(pts.astype(np.float64)).all(axis=1)] = -2
-    np.testing.assert_array_equal(out.point_voxel, expect_pv)
+    np.testing.assert_array_equal(out.point_voxel, _expected_point_voxel(pts, spec))
     assert out.n_nonfinite == 20
     assert out.n_inside == int(counts.sum()) == n - out.n_outside - 20
     assert out.counts.dtype == np.int32 and out.semantics is not None
@@ -312,11 +307,22 @@ def test_voxelize_independent_of_chunks(chunks: int, monkeypatch: pytest.MonkeyP
     pts = rng.uniform(SMALL.lo - 0.5, SMALL.hi + 0.5, (4000, 3))
     labels = rng.integers(0, 4, 4000)
     base = voxelize(pts, SMALL, labels, num_classes=4, point_voxel=True)
-    monkeypatch.setattr(V, "_n_chunks", lambda n, b: chunks)
+    monkeypatch.setattr(V, "_n_chunks", lambda n, b: chunks)  # the compact histogram
+    monkeypatch.setattr(V, "_dense_copies", lambda n, v: chunks)  # the dense counters
     out = voxelize(pts, SMALL, labels, num_classes=4, point_voxel=True)
     np.testing.assert_array_equal(out.counts, base.counts)
     np.testing.assert_array_equal(out.semantics, base.semantics)
     np.testing.assert_array_equal(out.point_voxel, base.point_voxel)
+
+
+def _expected_point_voxel(pts: npt.NDArray[Any], spec: GridSpec) -> npt.NDArray[np.int64]:
+    """Each point's linear voxel from ``GridSpec.index_of``: -1 outside, -2 not finite."""
+    idx = spec.index_of(pts)
+    out = np.where(
+        idx[:, 0] >= 0, np.ravel_multi_index(tuple(np.maximum(idx, 0).T), spec.shape), -1
+    )
+    out[~np.isfinite(pts.astype(np.float64)).all(axis=1)] = -2
+    return out
 
 
 def _clumped_cloud(n_classes: int) -> tuple[F64, npt.NDArray[np.int64]]:
@@ -357,43 +363,57 @@ def test_voxelize_dense_and_compact_counters_match_reference(
     np.testing.assert_array_equal(lean.semantics, dense.semantics)
 
 
-@pytest.mark.parametrize("cuts", [[], [2], [0, 3], [3, 3, 5], [1, 2, 3, 4, 5, 6, 7]])
-def test_dense_kernel_independent_of_slabs_and_refuses_bad_arrays(cuts: list[int]) -> None:
-    """Any split of the grid into x-slabs (empty slabs included) gives the same arrays; arrays
-    that do not fit are refused before anything is written."""
+@pytest.mark.parametrize(("copies", "slabs"), [(1, 1), (2, 1), (1, 3), (3, 2), (5, 7), (2, 40)])
+def test_dense_kernel_independent_of_copies_and_slabs_and_refuses_bad_arrays(
+    copies: int, slabs: int
+) -> None:
+    """Any number of counter copies (chunks of points) and of finish slabs (more than the
+    grid's 8 x-indices: empty slabs) gives the same arrays, wrapping counters included; the
+    scratch is left all zeros; arrays that do not fit are refused before anything is
+    written."""
     from avfusion.fusion.kernels import DENSE_VOXEL_BYTES, voxelize_dense_kernel
 
     pts, labels = _clumped_cloud(5)
     lab = labels.astype(np.uint8)
-    nx = SMALL.shape[0]
-    bounds = np.array([0, *cuts, nx], dtype=np.int64)
-    counters = np.zeros(SMALL.n_voxels * DENSE_VOXEL_BYTES, np.uint8)  # zeros, as required
     touched = np.zeros(SMALL.n_voxels, np.uint8)
 
-    def run(spill_len: int, b: npt.NDArray[np.int64]) -> tuple[Any, ...]:
+    def run(
+        n_copies: int, n_slabs: int, spill_len: int, with_pv: bool = True, n_touched: int = 0
+    ) -> tuple[Any, ...]:
+        counters = np.zeros((n_copies, SMALL.n_voxels * DENSE_VOXEL_BYTES), np.uint8)
         counts = np.full(SMALL.shape, -9, np.int32)
-        pv = np.full(len(pts), -9, np.int32)
+        pv = np.full(len(pts) if with_pv else 0, -9, np.int32)
         sem = np.full(SMALL.shape, 99, np.uint8)
+        flags = touched if not n_touched else np.zeros(n_touched, np.uint8)
         status = voxelize_dense_kernel(
-            pts, lab, SMALL.lo, SMALL.inv_voxel, np.arange(5), 5, b, counters, touched,
-            np.empty((len(b) - 1, spill_len), np.int64), counts, pv, sem,
+            pts, lab, SMALL.lo, SMALL.inv_voxel, np.arange(5), 5, n_slabs, counters, flags,
+            np.empty((n_copies, spill_len), np.int64), counts, pv, sem,
         )  # fmt: skip
         # the scratch is left all zeros for the next call (no clearing pass needed)
         assert not counters.any() and not touched.any()
         return status, counts, pv, sem
 
-    status, counts, pv, sem = run(len(pts) // 256 + 1, bounds)
+    status, counts, pv, sem = run(copies, slabs, len(pts) // 256 + 1)
     ref_counts, ref_sem = ref_voxelize(pts, labels, SMALL, 5, list(range(5)))
+    assert ref_counts.max() > 3 * 256  # counters wrap, some several times
     np.testing.assert_array_equal(counts, ref_counts)
     np.testing.assert_array_equal(sem, ref_sem)
     assert status == (int(ref_counts.sum()), 3, 0)
-    assert np.all(pv >= -2) and np.count_nonzero(pv == -2) == 3
-    for bad_spill, bad_bounds in (
-        (len(pts) // 256, bounds),  # spill lists shorter than N // 256 + 1
-        (len(pts), np.array([0, nx - 1], np.int64)),  # the slabs stop short of the grid's end
-        (len(pts), np.array([0, 5, 2, nx], np.int64)),  # not monotone
+    np.testing.assert_array_equal(pv, _expected_point_voxel(pts, SMALL))
+    # without per-point voxels: the same grids
+    status2, counts2, _, sem2 = run(copies, slabs, len(pts) // 256 + 1, with_pv=False)
+    assert status2 == status
+    np.testing.assert_array_equal(counts2, ref_counts)
+    np.testing.assert_array_equal(sem2, ref_sem)
+    for bad in (
+        {"spill_len": len(pts) // 256},  # spill lists shorter than N // 256 + 1
+        {"n_slabs": 0},
+        {"n_copies": 0},
+        {"n_copies": 65},  # more copies than 16-bit lanes can add up
+        {"n_touched": SMALL.n_voxels - 1},  # flags for fewer voxels than the grid has
     ):
-        status, counts, pv, sem = run(bad_spill, bad_bounds)
+        args = {"n_copies": copies, "n_slabs": slabs, "spill_len": len(pts), **bad}
+        status, counts, pv, sem = run(**args)
         assert status == (-1, -1, -1)
         assert np.all(counts == -9) and np.all(pv == -9) and np.all(sem == 99)
 
@@ -563,7 +583,8 @@ def test_cast_rays_independent_of_chunks(chunks: int, monkeypatch: pytest.Monkey
     rng = np.random.default_rng(14)
     o, e = random_rays(rng, 500, SMALL)
     base = cast_rays(e, o, SMALL)
-    monkeypatch.setattr(V, "_n_chunks", lambda n, b: chunks)
+    monkeypatch.setattr(V, "_n_chunks", lambda n, b: chunks)  # the compact histogram
+    monkeypatch.setattr(V, "_dense_copies", lambda n, v: chunks)  # the dense counters
     out = cast_rays(e, o, SMALL)
     np.testing.assert_array_equal(out.free, base.free)
     np.testing.assert_array_equal(out.hits, base.hits)
