@@ -14,19 +14,20 @@ earlier sweeps (``NuScenesLog.aggregate_sweeps``; ~22k points a sweep).
   Earlier methods, for the record (2-core VM, best of N; the VM's speed swings by up to 2×
   from hour to hour): a counting sort, then one pass into compact per-chunk histograms
   (5.3-12.7× Open3D), then dense uint8 class counters in x-slabs where every thread computed
-  the voxel of every point in scalar code (10.2-10.6× in one process, 5-11× here; 2.5 ms of
-  its 4.7 ms went on voxel indices, the (N, 3) layout keeping that loop scalar).
-  Now (``voxelize_dense_kernel``, ``count_points_kernel``): each point's voxel first, a chunk
-  of points per thread, in blocks whose flat coordinates the compiler vectorises (1.9 ms per
-  1M points on one thread); then per x-slab the class counters of its voxels, kept all zeros
-  between calls (the finish zeroes what it reads and finds the occupied voxels through a flag
-  byte each, gathering their counters in one loop so the cache misses overlap). Measured
-  2026-11-22, quiet machine: in one process, best of 15-30, counts 2.1-2.4 ms, with the
-  majority class 3.1 ms against Open3D's 51-56 ms (16.7-17.8×). This harness, four runs:
-  counts 18.2-29.4×, with the majority class 15.4-19.1× (Open3D 64-81 ms). Run after the
-  ground-truth case in one process (``-k occupancy``, where Open3D has already built a voxel
-  grid), Open3D takes only 40-42 ms and the majority row measured 12.4×: 15× holds against
-  Open3D in a fresh process, not against a warmed-up one.
+  the voxel of every point in scalar code (10.2-10.6× in one process, 5-11× here), then each
+  point's voxel first in a vectorised pass and the counters filled per x-slab, every slab's
+  thread going through all points' voxels (3.0-3.4 ms: 15.4-19.1× here in a fresh process,
+  but 12.4× against an Open3D warmed up by the ground-truth case, 37-42 ms).
+  Now (``voxelize_dense_kernel``): one counter copy per thread, each thread finding the voxels
+  of its own chunk of points a block at a time (vectorised) and counting them at once into
+  its copy; the finish adds the copies per occupied voxel in 16-bit lanes. No per-point voxel
+  array is written and read back, and no thread reads another's points. Measured 2026-11-22,
+  quiet machine: with the majority class 2.0-2.5 ms best of 15-30 in one process (the old
+  method 3.0-3.4 ms in the same runs); this harness, fresh process: 20.0-26.8×, after the
+  ground-truth case (``-k occupancy``) 20.7× and 17.6× (Open3D 71 and 41 ms); in one process
+  with both sides under the malloc settings that warm Open3D up (37-46 ms), 16.6-17.8× min
+  to min. Counts only (``count_points_kernel``: voxel indices, then counts per x-slab):
+  17.6-33.9×.
 * Ray casting, ~220k rays (10 sweeps, each from its own sensor origin): ``cast_rays`` (one call,
   per-point origins) against pyoctomap ``OcTree(0.4).insertPointCloud`` once per sweep with the
   sweep's origin, its update box limited to the grid (``useBBXLimit``, its fastest set-up here).
@@ -320,7 +321,7 @@ CASES = [
         _voxel_ours,
         _voxel_peer,
         _voxel_check,
-        repeats=7,
+        repeats=15,
     ),
     Case(
         "occupancy: voxelise 1M points (counts + majority of 17 classes)",
@@ -329,7 +330,7 @@ CASES = [
         _voxel_ours_semantic,
         _voxel_peer,
         _voxel_check,
-        repeats=7,
+        repeats=15,
     ),
     Case(
         "occupancy: ray casting, 220k rays from 10 sweep origins",
